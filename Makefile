@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a helper.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= config
+
+.PHONY: install run test lint format bench check plugins clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/engine run --config $(CONFIG)
+
+check: $(STAMP)
+	$(BIN)/engine check --config $(CONFIG)
+
+plugins: $(STAMP)
+	$(BIN)/engine plugins --config $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine strategies tests bench
+	$(BIN)/ruff format --check engine strategies tests bench
+	$(BIN)/mypy engine strategies
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix engine strategies tests bench
+	$(BIN)/ruff format engine strategies tests bench
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

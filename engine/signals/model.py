@@ -1,0 +1,147 @@
+"""Values that flow from strategies to sinks: directions, levels, candidates, signals."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    """Trade direction. The originals' BULLISH/BUY map to LONG, BEARISH/SELL to SHORT."""
+
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+    @property
+    def sign(self) -> int:
+        """+1 for LONG, -1 for SHORT: multiplies distances so one formula serves both sides."""
+        return 1 if self is Direction.LONG else -1
+
+    @classmethod
+    def parse(cls, text: str) -> Direction:
+        t = text.strip().upper()
+        if t in ("LONG", "BULLISH", "BUY"):
+            return cls.LONG
+        if t in ("SHORT", "BEARISH", "SELL"):
+            return cls.SHORT
+        raise ValueError(f"unknown direction {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """Stop-loss and take-profits for one entry, with the verdict of the R:R gate."""
+
+    entry: float
+    stop_loss: float
+    take_profits: tuple[float, ...]
+    risk: float
+    rr1: float
+    rr2: float | None
+    valid: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What a strategy proposes at one bar of its window; the engine decides if it becomes a Signal.
+
+    `bar` indexes the window the strategy was given. `levels` come from the shared TP/SL
+    calculator; candidates whose levels are invalid are rejected centrally (and counted).
+    """
+
+    bar: int
+    direction: Direction
+    levels: Levels
+    confidence: float | None = None
+    rationale: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    sub_key: str = ""
+
+    @property
+    def entry(self) -> float:
+        return self.levels.entry
+
+
+def signal_id(strategy: str, symbol: str, timeframe: str, bar_close_ms: int, direction: Direction) -> str:
+    """Deterministic id: the same signal found live and in replay gets the same id."""
+    raw = f"{strategy}|{symbol}|{timeframe}|{bar_close_ms}|{direction.value}"
+    return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def iso_utc(epoch_ms: int) -> str:
+    """UTC ISO-8601 with a Z suffix, second precision (signal times are candle closes)."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """An emitted signal: the record written to the journal and sent to every sink.
+
+    `created_at` is the close time of the signal bar (candle time, not wall time), so live
+    and replay produce identical records. `kind` is "signal" for a strategy's signal and
+    "consensus" for the aggregator's.
+    """
+
+    id: str
+    strategy: str
+    symbol: str
+    direction: Direction
+    timeframe: str
+    exchange: str
+    entry: float
+    stop_loss: float
+    take_profits: tuple[float, ...]
+    created_at: str
+    bar_close_ms: int
+    confidence: float | None = None
+    rationale: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "signal"
+
+    @property
+    def risk(self) -> float:
+        return abs(self.entry - self.stop_loss)
+
+    def to_record(self) -> dict[str, Any]:
+        """The journal/JSON form: plain types only, key order stable."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "strategy": self.strategy,
+            "symbol": self.symbol,
+            "direction": self.direction.value,
+            "timeframe": self.timeframe,
+            "exchange": self.exchange,
+            "entry": self.entry,
+            "stop_loss": self.stop_loss,
+            "take_profits": list(self.take_profits),
+            "created_at": self.created_at,
+            "bar_close_ms": self.bar_close_ms,
+            "confidence": self.confidence,
+            "rationale": list(self.rationale),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> Signal:
+        return cls(
+            id=str(rec["id"]),
+            strategy=str(rec["strategy"]),
+            symbol=str(rec["symbol"]),
+            direction=Direction(rec["direction"]),
+            timeframe=str(rec["timeframe"]),
+            exchange=str(rec["exchange"]),
+            entry=float(rec["entry"]),
+            stop_loss=float(rec["stop_loss"]),
+            take_profits=tuple(float(x) for x in rec["take_profits"]),
+            created_at=str(rec["created_at"]),
+            bar_close_ms=int(rec["bar_close_ms"]),
+            confidence=None if rec.get("confidence") is None else float(rec["confidence"]),
+            rationale=tuple(str(x) for x in rec.get("rationale", ())),
+            metadata=dict(rec.get("metadata", {})),
+            kind=str(rec.get("kind", "signal")),
+        )

@@ -106,3 +106,7 @@ class Strategy(ABC, Generic[P]):
     def describe(self) -> dict[str, Any]:
         """Extra facts shown by `engine plugins`; the default shows nothing extra."""
         return {}
+
+
+AnyStrategy = Strategy[Any]
+"""A strategy whose parameter model is not known statically (the registry's view)."""

@@ -6,6 +6,7 @@ side, targets ordered away from entry, a minimum reward:risk — are enforced in
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -62,7 +63,7 @@ def validate_levels(
         return verdict(False, "stop-loss on the wrong side of entry")
     if s * (tps[0] - entry) <= 0:
         return verdict(False, "TP1 on the wrong side of entry")
-    if any(s * (b - a) <= 0 for a, b in zip(tps, tps[1:], strict=False)):
+    if any(s * (b - a) <= 0 for a, b in itertools.pairwise(tps)):
         return verdict(False, "take-profits not strictly ordered away from entry")
     sl_pct = risk / entry * 100.0
     if sl_pct > max_sl_percent + RR_TOLERANCE:

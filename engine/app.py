@@ -1,0 +1,387 @@
+"""Builds the object graph from config and owns start-up and shutdown order.
+
+Start: lock state → load state → serve /health → load markets → schedule.
+Stop (first SIGINT/SIGTERM): /ready turns 503, no new ticks, the running tick gets a grace
+period, sinks drain, state is saved, clients close, exit 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from engine.clock import Clock, PacedClock, RealClock, VirtualClock
+from engine.config import LoadedConfig, resolve_path
+from engine.errors import EngineError
+from engine.market.exchange import ExchangeMarket
+from engine.market.gateway import MarketGateway
+from engine.market.replay import ReplayMarket
+from engine.market.source import MarketData
+from engine.metrics import Metrics
+from engine.pipeline import Pipeline
+from engine.plugins.instance import PluginInstance
+from engine.plugins.runner import SafeRunner
+from engine.scheduler import Scheduler
+from engine.server import HealthServer
+from engine.signals.builder import SignalBuilder
+from engine.signals.consensus import ConsensusAggregator, ConsensusSettings
+from engine.signals.cooldown import Cooldowns
+from engine.signals.model import Signal
+from engine.sinks.base import Sink
+from engine.sinks.console import ConsoleSink
+from engine.sinks.dispatch import DeadLetters, Dispatcher
+from engine.sinks.journal import Journal
+from engine.state import EngineState, StateStore
+from engine.timeframes import timeframe_seconds
+
+log = logging.getLogger("engine")
+
+HEARTBEAT_SECONDS = 5.0
+HEALTH_STALE_SECONDS = 60.0
+OPEN_SIGNALS_KEPT = 500
+
+
+class DeferredClock:
+    """A clock whose implementation is chosen after the data it depends on is known.
+
+    Replay needs the CSVs' time range to place its virtual clock, and the replay source needs
+    a clock; this breaks that knot without either knowing about the other.
+    """
+
+    def __init__(self) -> None:
+        self.inner: Clock = RealClock()
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+    async def sleep_until(self, when: float) -> None:
+        await self.inner.sleep_until(when)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    start: float
+    end: float
+
+
+def plan_replay(config: LoadedConfig, market: ReplayMarket, instances: list[PluginInstance]) -> ReplayPlan:
+    """Start after enough history for the largest lookback; end after the last candle closes."""
+    firsts: list[float] = []
+    lasts: list[float] = []
+    for inst in instances:
+        tf_s = timeframe_seconds(inst.timeframe)
+        first_ms, last_ms = market.time_range(inst.timeframe)
+        firsts.append(first_ms / 1000 + (inst.lookback + 1) * tf_s)
+        lasts.append(last_ms / 1000 + tf_s)
+    if not firsts:
+        raise EngineError("replay: no enabled strategy instances")
+    start = max(firsts)
+    if config.settings.market.replay_start:
+        ts = datetime.fromisoformat(config.settings.market.replay_start)
+        start = (
+            ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=datetime.now().astimezone().tzinfo).timestamp()
+        )
+    return ReplayPlan(start=start, end=max(lasts))
+
+
+class Engine:
+    """The running engine: one per process."""
+
+    def __init__(
+        self,
+        config: LoadedConfig,
+        instances: list[PluginInstance],
+        *,
+        state_dir: Path | None = None,
+        stdout: IO[str] | None = None,
+        source: MarketData | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        st = config.settings
+        self.config = config
+        self.instances = instances
+        self.metrics = Metrics()
+        self.state_dir = state_dir or resolve_path(st.engine.state_dir)
+        self.store = StateStore(self.state_dir)
+        self._deferred = DeferredClock()
+        self.clock: Clock = clock or self._deferred
+        self.replay_plan: ReplayPlan | None = None
+        self.replay_market: ReplayMarket | None = None
+        if source is None:
+            if st.market.source == "replay":
+                self.replay_market = ReplayMarket(
+                    resolve_path(st.market.data_dir), st.market.exchange, self.clock
+                )
+                source = self.replay_market
+            else:
+                source = ExchangeMarket(
+                    st.market.exchange,
+                    st.market.type,
+                    self.clock,
+                    self.metrics,
+                    api_url=st.market.api_url,
+                    rate_budget=st.market.rate_budget,
+                    timeout_s=st.market.timeout_seconds,
+                    max_retries=st.market.max_retries,
+                )
+        self.gateway = MarketGateway(source, self.clock, self.metrics)
+        self.cooldowns = Cooldowns()
+        self.runner = SafeRunner(self.metrics, quarantine_after=st.engine.quarantine_after)
+        self.builder = SignalBuilder(self.cooldowns, self.metrics)
+        cs = st.consensus
+        self.consensus = (
+            ConsensusAggregator(
+                ConsensusSettings(
+                    window_minutes=cs.window_minutes,
+                    min_strategies=cs.min_strategies,
+                    threshold=cs.threshold,
+                    min_rr=cs.min_rr,
+                    memory_hours=cs.memory_hours,
+                    default_weight=cs.default_weight,
+                ),
+                cs.weights,
+                {i.name: i.plugin for i in instances},
+            )
+            if cs.enabled
+            else None
+        )
+        self.journal = Journal(self.state_dir / st.sinks.journal.file)
+        sinks: list[Sink] = []
+        if st.sinks.console.enabled:
+            sinks.append(ConsoleSink(stdout) if stdout is not None else ConsoleSink())
+        self.dispatcher = Dispatcher(
+            sinks,
+            self.metrics,
+            DeadLetters(self.state_dir / "dead-letter.jsonl"),
+            queue_size=st.sinks.queue_size,
+        )
+        self.open_signals: list[dict[str, Any]] = []
+        self.pipeline = Pipeline(
+            exchange=st.market.exchange,
+            market=self.gateway,
+            runner=self.runner,
+            builder=self.builder,
+            consensus=self.consensus,
+            journal=self.journal,
+            publisher=self.dispatcher,
+            on_signal=self._track,
+        )
+        close_delay = 0.0 if st.market.source == "replay" else st.engine.close_delay_seconds
+        self.scheduler = Scheduler(instances, self.clock, self._tick, close_delay=close_delay)
+        self.server = (
+            HealthServer(st.server.host, st.server.port, self, self.metrics) if st.server.enabled else None
+        )
+        self.markets_loaded = False
+        self.stopping = False
+        self.replay_done = False
+        self._heartbeat = time.monotonic()
+        self._stop_requests = 0
+        self._stop_event = asyncio.Event()
+        self._scheduler_task: asyncio.Task[None] | None = None
+
+    # -- status (StatusProbe for the HTTP server) ---------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self._heartbeat
+        task = self._scheduler_task
+        crashed = task is not None and task.done() and not task.cancelled() and task.exception() is not None
+        ok = age < HEALTH_STALE_SECONDS and not crashed
+        return ok, {"heartbeat_age_seconds": round(age, 3), "scheduler_crashed": crashed}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        reasons: list[str] = []
+        if self.stopping:
+            reasons.append("shutting down")
+        if not self.markets_loaded:
+            reasons.append("markets not loaded")
+        if not self.store.writable():
+            reasons.append("state directory not writable")
+        market = self.gateway.status()
+        if market.get("breaker") == "open":
+            reasons.append("circuit breaker open for every exchange")
+        details: dict[str, Any] = {
+            "ready": not reasons,
+            "reasons": reasons,
+            "market": market,
+            "ticks": self.scheduler.ticks,
+            "last_tick": self.scheduler.last_tick,
+            "quarantined": sorted(i.name for i in self.instances if i.quarantined),
+            "instances": len(self.instances),
+            "replay_done": self.replay_done,
+        }
+        return not reasons, details
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop_requests += 1
+        if self._stop_requests > 1:
+            log.warning("second stop signal: exiting immediately")
+            os._exit(1)
+        log.info("stop requested: finishing the current tick, then shutting down")
+        self.stopping = True
+        self.scheduler.stop()
+        self._stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self) -> None:
+        """Run until stopped; raises StateLocked if another engine owns the state dir."""
+        self.store.lock()
+        try:
+            self._restore(self.store.load())
+            self.dispatcher.start()
+            heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+            if self.server is not None:
+                await self.server.start()
+                log.info("health server on http://%s:%d", self.server.host, self.server.bound_port)
+            try:
+                await self._startup()
+                if not self.stopping:
+                    self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+                    await self._stop_event.wait()
+            finally:
+                await self._shutdown()
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+        finally:
+            self.store.unlock()
+
+    async def _startup(self) -> None:
+        st = self.config.settings
+        if self.replay_market is not None:
+            self.replay_plan = plan_replay(self.config, self.replay_market, self.instances)
+            speed = st.market.speed
+            self._deferred.inner = (
+                PacedClock(self.replay_plan.start, speed)
+                if speed > 0
+                else VirtualClock(self.replay_plan.start, auto=True)
+            )
+            self.scheduler = Scheduler(self.instances, self.clock, self._tick, close_delay=0.0)
+            log.info(
+                "replay from %s to %s at %s",
+                datetime.fromtimestamp(self.replay_plan.start).isoformat(),
+                datetime.fromtimestamp(self.replay_plan.end).isoformat(),
+                f"{speed:g}x" if speed > 0 else "full speed",
+            )
+        backoff = 1.0
+        real = RealClock()
+        while not self.stopping:
+            try:
+                await self.gateway.start()
+                break
+            except EngineError as exc:
+                log.error("could not load markets (%s); retrying in %.0fs", exc, backoff)
+                sleeper = asyncio.ensure_future(real.sleep(backoff))
+                stopper = asyncio.ensure_future(self._stop_event.wait())
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                sleeper.cancel()
+                stopper.cancel()
+                backoff = min(backoff * 2, 60.0)
+        if self.stopping:
+            return
+        known = self.gateway.markets
+        for inst in self.instances:
+            missing = [s for s in inst.symbols if s not in known]
+            if missing:
+                log.error(
+                    "%s: unknown symbols on %s skipped: %s", inst.name, st.market.exchange, ", ".join(missing)
+                )
+                inst.symbols = tuple(s for s in inst.symbols if s in known)
+            for sym in inst.symbols:
+                for tf in inst.strategy.needs().timeframes:
+                    self.gateway.subscribe(sym, tf, inst.lookback)
+        self.markets_loaded = True
+        log.info(
+            "engine started: %d strategy instances, %d markets watched",
+            len(self.instances),
+            len({s for i in self.instances for s in i.symbols}),
+        )
+
+    async def _tick(self, now: float, due: list[PluginInstance]) -> None:
+        started = time.perf_counter()
+        await self.pipeline.tick(now, due)
+        self.metrics.ticks.inc()
+        self.metrics.tick_duration.observe(time.perf_counter() - started)
+        self.metrics.heartbeat.set(now)
+        self._save_state()
+        if self.replay_plan is not None and now >= self.replay_plan.end:
+            self.replay_done = True
+            log.info("replay reached the end of the data")
+            self.scheduler.stop()
+            if self.config.settings.market.exit_at_end:
+                self.request_stop()
+
+    async def _beat(self) -> None:
+        real = RealClock()
+        while True:
+            self._heartbeat = time.monotonic()
+            await real.sleep(HEARTBEAT_SECONDS)
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        self.scheduler.stop()
+        grace = self.config.settings.engine.shutdown_grace_seconds
+        if self._scheduler_task is not None:
+            done, _ = await asyncio.wait({self._scheduler_task}, timeout=grace)
+            if not done:
+                log.warning("tick still running after %.0fs grace; cancelling it", grace)
+                self._scheduler_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._scheduler_task
+        await self.dispatcher.close(grace=grace)
+        self._save_state()
+        self.journal.close()
+        with contextlib.suppress(Exception):
+            await self.gateway.close()
+        if self.server is not None:
+            await self.server.stop()
+        log.info("engine stopped cleanly")
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _track(self, sig: Signal) -> None:
+        self.open_signals.append(sig.to_record())
+        if len(self.open_signals) > OPEN_SIGNALS_KEPT:
+            del self.open_signals[: len(self.open_signals) - OPEN_SIGNALS_KEPT]
+
+    def _restore(self, state: EngineState) -> None:
+        self.cooldowns = Cooldowns(state.cooldowns)
+        self.builder.cooldowns = self.cooldowns
+        self.open_signals = list(state.open_signals)
+        if self.consensus is not None and state.consensus:
+            self.consensus.restore(state.consensus)
+        if state.cooldowns:
+            log.info(
+                "restored %d cooldowns and %d open signals", len(state.cooldowns), len(state.open_signals)
+            )
+
+    def _save_state(self) -> None:
+        self.cooldowns.prune(self.clock.now() - 1)
+        doc = EngineState(
+            saved_at=time.time(),
+            cooldowns=self.cooldowns.snapshot(),
+            open_signals=self.open_signals,
+            consensus=self.consensus.snapshot() if self.consensus is not None else {},
+        )
+        try:
+            self.store.save(doc)
+            self.metrics.state_saves.labels("ok").inc()
+        except EngineError as exc:
+            self.metrics.state_saves.labels("error").inc()
+            log.error("state not saved: %s", exc)

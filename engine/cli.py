@@ -1,0 +1,163 @@
+"""The `engine` command: run, check, plugins.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (argparse already uses 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.config import LoadedConfig, load_config
+from engine.errors import ConfigProblem, EngineError, StateLocked
+from engine.plugins.instance import PluginInstance, build_instances
+from engine.plugins.registry import Registry
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("engine")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    # ccxt and aiohttp are chatty at INFO/DEBUG about things the engine reports itself
+    logging.getLogger("ccxt").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def print_problems(problems: Sequence[ConfigProblem]) -> None:
+    for p in problems:
+        print(p, file=sys.stderr)
+
+
+def load_all(
+    config_dir: Path, registry: Registry, *, include_disabled: bool = False
+) -> tuple[LoadedConfig | None, list[PluginInstance], list[ConfigProblem]]:
+    config, problems = load_config(config_dir)
+    if config is None:
+        return None, [], problems
+    instances, inst_problems = build_instances(config, registry, include_disabled=include_disabled)
+    return config, instances, problems + inst_problems
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _, _, problems = load_all(args.config, Registry.discover(), include_disabled=True)
+    if problems:
+        print_problems(problems)
+        return EXIT_CONFIG
+    print("OK")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = Registry.discover()
+    config, instances, problems = load_all(args.config, registry, include_disabled=True)
+    if config is None:
+        print_problems(problems)
+        return EXIT_CONFIG
+    rows = [("INSTANCE", "PLUGIN", "ENABLED", "TIMEFRAME", "PERIOD", "COOLDOWN", "SYMBOLS", "SOURCE")]
+    for inst in instances:
+        syms = ",".join(inst.symbols)
+        rows.append(
+            (
+                inst.name,
+                inst.plugin,
+                "yes" if inst.enabled else "no",
+                inst.timeframe,
+                inst.period_label,
+                f"{inst.cooldown}s",
+                syms if len(syms) <= 40 else syms[:37] + "...",
+                inst.source,
+            )
+        )
+    configured = {i.plugin for i in instances}
+    for name in registry.names():
+        if name not in configured:
+            info = registry.info(name)
+            rows.append(("-", name, "not configured", "-", "-", "-", "-", info.source if info else "?"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if problems:
+        print_problems(problems)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, instances, problems = load_all(args.config, Registry.discover())
+    if config is None:
+        print_problems(problems)
+        return EXIT_CONFIG
+    setup_logging(config.settings.engine.log_level)
+    for p in problems:
+        # a broken plugin is skipped, the others run; the problem is still shouted
+        log.error("skipping: %s", p)
+    if not instances:
+        log.error("no enabled strategy instance could be loaded from %s", args.config)
+        return EXIT_CONFIG
+    from engine.app import Engine  # deferred: ccxt import is slow and check/plugins don't need it
+
+    engine = Engine(config, instances, state_dir=args.state)
+
+    async def main() -> None:
+        engine.install_signal_handlers()
+        await engine.run()
+
+    try:
+        asyncio.run(main())
+    except StateLocked as exc:
+        log.error("%s", exc)
+        return EXIT_RUNTIME
+    except EngineError as exc:
+        log.error("engine failed: %s", exc)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engine", description="Run crypto trading-signal strategies as plugins of one engine."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config", type=Path, default=Path("config"), help="config directory (default: config)"
+        )
+
+    p_run = sub.add_parser("run", help="run the engine until SIGINT/SIGTERM")
+    with_config(p_run)
+    p_run.add_argument(
+        "--state", type=Path, default=None, help="state directory (overrides engine.state_dir)"
+    )
+    p_run.set_defaults(func=cmd_run)
+
+    p_check = sub.add_parser("check", help="validate the config directory; prints OK or one line per problem")
+    with_config(p_check)
+    p_check.set_defaults(func=cmd_check)
+
+    p_plugins = sub.add_parser("plugins", help="list plugin instances and installed plugins")
+    with_config(p_plugins)
+    p_plugins.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

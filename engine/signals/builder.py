@@ -1,0 +1,71 @@
+"""Turns a strategy's candidate into an emitted Signal, or says why not.
+
+This is the central gate: levels must be valid (the calculator's verdict), and the cooldown
+must be clear. Rejections are counted by reason so a user can see a strategy that keeps
+proposing unusable levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.market.candles import Candles
+from engine.metrics import Metrics
+from engine.signals.cooldown import Cooldowns, cooldown_key
+from engine.signals.model import Candidate, Signal, iso_utc, signal_id
+from engine.timeframes import timeframe_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who proposed the candidate and with which cooldown."""
+
+    strategy: str
+    symbol: str
+    timeframe: str
+    exchange: str
+    cooldown: int
+
+
+class SignalBuilder:
+    """Applies the level and cooldown gates; starts the cooldown of what it emits."""
+
+    def __init__(self, cooldowns: Cooldowns, metrics: Metrics) -> None:
+        self.cooldowns = cooldowns
+        self.metrics = metrics
+
+    def build(self, origin: Origin, candles: Candles, cand: Candidate) -> Signal | None:
+        if not cand.levels.valid:
+            self.metrics.signals_rejected.labels(origin.strategy, "invalid_levels").inc()
+            return None
+        bar_close_ms = int(candles.ts[cand.bar]) + timeframe_seconds(origin.timeframe) * 1000
+        at = bar_close_ms / 1000.0
+        key = cooldown_key(
+            origin.strategy, origin.symbol, origin.timeframe, cand.direction.value, cand.sub_key
+        )
+        if self.cooldowns.blocked(key, at):
+            self.metrics.signals_rejected.labels(origin.strategy, "cooldown").inc()
+            return None
+        self.cooldowns.start(key, at, origin.cooldown)
+        lv = cand.levels
+        meta = dict(cand.metadata)
+        meta["rr1"] = round(lv.rr1, 4)
+        if lv.rr2 is not None:
+            meta["rr2"] = round(lv.rr2, 4)
+        self.metrics.signals.labels(origin.strategy, cand.direction.value).inc()
+        return Signal(
+            id=signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, cand.direction),
+            strategy=origin.strategy,
+            symbol=origin.symbol,
+            direction=cand.direction,
+            timeframe=origin.timeframe,
+            exchange=origin.exchange,
+            entry=lv.entry,
+            stop_loss=lv.stop_loss,
+            take_profits=lv.take_profits,
+            created_at=iso_utc(bar_close_ms),
+            bar_close_ms=bar_close_ms,
+            confidence=cand.confidence,
+            rationale=cand.rationale,
+            metadata=meta,
+        )

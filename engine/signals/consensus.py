@@ -1,0 +1,204 @@
+"""Consensus aggregator (spec §5): several distinct strategies agreeing on one market.
+
+Receives every emitted signal in process (no state-file polling, so nothing is missed), keeps
+every signal of the window, and needs distinct strategies — one strategy twice is not a
+consensus. All times are candle times (`bar_close_ms`), so live and replay agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.signals.levels import RR_TOLERANCE
+from engine.signals.model import Direction, Signal, iso_utc
+
+LABELS = ((7.0, "LEGENDARY"), (5.0, "EXTREME"), (3.5, "HIGH"), (2.0, "MODERATE"))
+RR_RELAX = ((7.0, 1.1), (5.0, 1.3), (3.5, 1.4))
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusSettings:
+    window_minutes: float = 30.0
+    min_strategies: int = 2
+    threshold: float = 3.0
+    min_rr: float = 1.7
+    memory_hours: float = 2.0
+    default_weight: float = 1.0
+
+
+def strength_label(score: float) -> str:
+    for bound, label in LABELS:
+        if score >= bound - RR_TOLERANCE:
+            return label
+    return "LOW"
+
+
+def effective_min_rr(score: float, min_rr: float) -> float:
+    for bound, relaxed in RR_RELAX:
+        if score >= bound - RR_TOLERANCE:
+            return min(min_rr, relaxed)
+    return min_rr
+
+
+def recency_weight(age_minutes: float) -> float:
+    if age_minutes <= 5.0:
+        return 2.0
+    if age_minutes >= 15.0:
+        return 1.0
+    return 1.5
+
+
+class ConsensusAggregator:
+    """Groups signals by (symbol, direction, timeframe) within a sliding window."""
+
+    def __init__(
+        self, settings: ConsensusSettings, weights: Mapping[str, float], plugin_of: Mapping[str, str]
+    ):
+        self.settings = settings
+        self.weights = dict(weights)
+        # instance name → plugin name, so "psar_fast" weighs like psar unless configured itself
+        self.plugin_of = dict(plugin_of)
+        self._recent: dict[tuple[str, str, str], deque[Signal]] = {}
+        self._memory: dict[str, dict[str, Any]] = {}
+
+    def weight(self, strategy: str) -> float:
+        if strategy in self.weights:
+            return self.weights[strategy]
+        return self.weights.get(self.plugin_of.get(strategy, strategy), self.settings.default_weight)
+
+    def add(self, sig: Signal) -> Signal | None:
+        """Record a strategy signal; return a consensus Signal when it triggers a NEW or UPDATE alert."""
+        if sig.kind != "signal":
+            return None
+        now_ms = sig.bar_close_ms
+        window_ms = int(self.settings.window_minutes * 60_000)
+        group = (sig.symbol, sig.direction.value, sig.timeframe)
+        q = self._recent.setdefault(group, deque())
+        q.append(sig)
+        while q and q[0].bar_close_ms < now_ms - window_ms:
+            q.popleft()
+        self._expire_memory(now_ms)
+        # latest signal per distinct strategy
+        latest: dict[str, Signal] = {}
+        for s in q:
+            if s.bar_close_ms <= now_ms:
+                latest[s.strategy] = s
+        if len(latest) < self.settings.min_strategies:
+            return None
+        score = sum(self.weight(name) for name in latest)
+        if score < self.settings.threshold - RR_TOLERANCE:
+            return None
+        return self._alert(sig, group, latest, score, now_ms)
+
+    def _alert(
+        self,
+        trigger: Signal,
+        group: tuple[str, str, str],
+        latest: dict[str, Signal],
+        score: float,
+        now_ms: int,
+    ) -> Signal | None:
+        direction = Direction(group[1])
+        s = direction.sign
+        contributors = []
+        num = den = 0.0
+        for name, sig in sorted(latest.items()):
+            age = (now_ms - sig.bar_close_ms) / 60_000
+            rw = recency_weight(age)
+            num += sig.entry * rw
+            den += rw
+            contributors.append(
+                {
+                    "strategy": name,
+                    "weight": self.weight(name),
+                    "age_minutes": round(age, 2),
+                    "entry": sig.entry,
+                    "stop_loss": sig.stop_loss,
+                    "signal_id": sig.id,
+                }
+            )
+        entry = num / den
+        sl = sum(x.stop_loss for x in latest.values()) / len(latest)
+        risk = s * (entry - sl)
+        if risk <= 0:
+            return None  # mean stop not on the losing side: the original sent these, we do not
+        tp1s = [x.take_profits[0] for x in latest.values() if x.take_profits]
+        tp2s = [x.take_profits[1] for x in latest.values() if len(x.take_profits) > 1]
+        tp1 = sum(tp1s) / len(tp1s) if tp1s else entry + s * risk
+        tp2 = sum(tp2s) / len(tp2s) if tp2s else entry + s * 2 * risk
+        if s * (tp1 - entry) <= 0:
+            tp1 = entry + s * risk
+        if s * (tp2 - entry) <= 0:
+            tp2 = entry + s * 2 * risk
+        rr1 = abs(tp1 - entry) / risk
+        rr2 = abs(tp2 - entry) / risk
+        need = effective_min_rr(score, self.settings.min_rr)
+        if max(rr1, rr2) < need - RR_TOLERANCE:
+            return None
+        alert_id = "_".join(p for p in (group[0], group[1], group[2]) if p)
+        names = set(latest)
+        mem = self._memory.get(alert_id)
+        if mem is None:
+            kind, new_names = "new", sorted(names)
+        else:
+            new_names = sorted(names - set(mem["contributors"]))
+            if not new_names:
+                return None
+            kind = "update"
+            names |= set(mem["contributors"])
+        self._memory[alert_id] = {"contributors": sorted(names), "last_alert_ms": now_ms}
+        label = strength_label(score)
+        digest = hashlib.sha1(
+            f"{alert_id}|{now_ms}|{','.join(sorted(latest))}".encode(), usedforsecurity=False
+        ).hexdigest()[:16]
+        return Signal(
+            id=digest,
+            strategy="consensus",
+            symbol=group[0],
+            direction=direction,
+            timeframe=group[2],
+            exchange=trigger.exchange,
+            entry=entry,
+            stop_loss=sl,
+            take_profits=(tp1, tp2),
+            created_at=iso_utc(now_ms),
+            bar_close_ms=now_ms,
+            confidence=round(min(score / 7.0, 1.0) * 100, 1),
+            rationale=(f"{len(latest)} strategies agree, score {score:.2f} ({label})",),
+            metadata={
+                "alert_id": alert_id,
+                "alert": kind,
+                "score": round(score, 4),
+                "label": label,
+                "rr1": round(rr1, 4),
+                "rr2": round(rr2, 4),
+                "min_rr": need,
+                "new_contributors": new_names,
+                "contributors": contributors,
+            },
+            kind="consensus",
+        )
+
+    def _expire_memory(self, now_ms: int) -> None:
+        horizon = now_ms - int(self.settings.memory_hours * 3_600_000)
+        for key in [k for k, v in self._memory.items() if v["last_alert_ms"] < horizon]:
+            del self._memory[key]
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "memory": self._memory,
+            "recent": [s.to_record() for q in self._recent.values() for s in q],
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self._memory = {str(k): dict(v) for k, v in dict(data.get("memory", {})).items()}
+        for rec in data.get("recent", []):
+            sig = Signal.from_record(rec)
+            group = (sig.symbol, sig.direction.value, sig.timeframe)
+            self._recent.setdefault(group, deque()).append(sig)

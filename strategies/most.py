@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
 from engine.signals.model import Candidate, Direction
-from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr, bars_from
+from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -104,7 +104,7 @@ class MostStrategy(Strategy[MostParams]):
         pull_short = ~reversal & ~up & (c.high[ends] >= e) & (close < e) & (close < prev_close)
 
         out: list[Candidate] = []
-        for k in bars_from(reversal | pull_long | pull_short, 0):
+        for k in np.flatnonzero(reversal | pull_long | pull_short):
             direction = Direction.LONG if up[k] else Direction.SHORT
             kind = "REVERSAL" if reversal[k] else "PULLBACK"
             out.append(self._candidate(int(ends[k]), direction, kind, window, float(line[k]), ema, atr_))

@@ -41,7 +41,9 @@ class Metrics:
         )
         # signals
         self.signals = Counter(
-            "engine_signals_total", "Signals emitted, by strategy and direction.", ["strategy", "direction"],
+            "engine_signals_total",
+            "Signals emitted, by strategy and direction.",
+            ["strategy", "direction"],
             registry=r,
         )
         self.signals_rejected = Counter(
@@ -68,26 +70,37 @@ class Metrics:
             registry=r,
         )
         self.breaker_state = Gauge(
-            "engine_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["exchange"],
+            "engine_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["exchange"],
             registry=r,
         )
         self.breaker_transitions = Counter(
-            "engine_breaker_transitions_total", "Breaker state changes, by new state.", ["exchange", "state"],
+            "engine_breaker_transitions_total",
+            "Breaker state changes, by new state.",
+            ["exchange", "state"],
             registry=r,
         )
         self.exchange_paused = Gauge(
             "engine_exchange_paused", "1 while a Retry-After pause is in force.", ["exchange"], registry=r
         )
         self.cache_hits = Counter(
-            "engine_ohlcv_cache_hits_total", "OHLCV requests served without a fetch.", ["exchange"], registry=r
+            "engine_ohlcv_cache_hits_total",
+            "OHLCV requests served without a fetch.",
+            ["exchange"],
+            registry=r,
         )
         self.candles_dropped = Counter(
-            "engine_candles_dropped_total", "Candles dropped by validation, by reason.", ["exchange", "reason"],
+            "engine_candles_dropped_total",
+            "Candles dropped by validation, by reason.",
+            ["exchange", "reason"],
             registry=r,
         )
         # sinks and state
         self.sink_sent = Counter(
-            "engine_sink_messages_total", "Messages handed to a sink, by outcome.", ["sink", "outcome"],
+            "engine_sink_messages_total",
+            "Messages handed to a sink, by outcome.",
+            ["sink", "outcome"],
             registry=r,
         )
         self.state_saves = Counter(
@@ -102,7 +115,8 @@ class Metrics:
             registry=r,
         )
         self.heartbeat = Gauge(
-            "engine_heartbeat_timestamp_seconds", "Engine clock time of the scheduler's last heartbeat.",
+            "engine_heartbeat_timestamp_seconds",
+            "Engine clock time of the scheduler's last heartbeat.",
             registry=r,
         )
 

@@ -14,8 +14,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "sample"
 
@@ -92,7 +90,6 @@ def journal(state: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.timeout_seconds(120)
 def test_run_probe_stop_restart(tmp_path: Path) -> None:
     port = free_port()
     config, state = tmp_path / "config", tmp_path / "state"

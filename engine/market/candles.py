@@ -54,9 +54,7 @@ class Candles:
     def slice(self, start: int, stop: int | None = None) -> Candles:
         """A view of candles `[start, stop)`; numpy slices share memory, nothing is copied."""
         s = slice(start, stop)
-        return Candles(
-            self.ts[s], self.open[s], self.high[s], self.low[s], self.close[s], self.volume[s]
-        )
+        return Candles(self.ts[s], self.open[s], self.high[s], self.low[s], self.close[s], self.volume[s])
 
     def tail(self, n: int) -> Candles:
         """The last `n` candles (all of them if there are fewer)."""

@@ -57,6 +57,7 @@ class TokenBucket:
         """End of the exchange-imposed pause, or None when no pause is in force."""
         if self._paused_until > self._clock.now():
             return self._paused_until
+        self._end_pause()
         return None
 
     async def acquire(self, cost: float) -> None:
@@ -77,7 +78,7 @@ class TokenBucket:
                 await self._clock.sleep(wait)
             self._tokens -= float(cost)
         if self._paused_until <= self._clock.now():
-            self._metrics.exchange_paused.labels(self._exchange).set(0)
+            self._end_pause()
         self._metrics.limiter_wait.labels(self._exchange).observe(max(0.0, self._clock.now() - start))
 
     def pause_until(self, when: float) -> None:
@@ -108,6 +109,11 @@ class TokenBucket:
         self._tokens *= capacity / self._capacity
         self._capacity = float(capacity)
         self._rate = float(refill_per_second)
+
+    def _end_pause(self) -> None:
+        if self._paused_until:
+            self._paused_until = 0.0
+            self._metrics.exchange_paused.labels(self._exchange).set(0)
 
     def _refill(self) -> None:
         now = self._clock.now()

@@ -39,9 +39,7 @@ class RetryPolicy:
 class Retrier:
     """Runs a call, sleeping on the injected clock between attempts."""
 
-    def __init__(
-        self, policy: RetryPolicy, clock: Clock, rand: Callable[[], float] = random.random
-    ) -> None:
+    def __init__(self, policy: RetryPolicy, clock: Clock, rand: Callable[[], float] = random.random) -> None:
         self._policy = policy
         self._clock = clock
         self._rand = rand

@@ -7,9 +7,10 @@ interchangeable under the same gateway, so the replay demo runs the live code pa
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
+@runtime_checkable
 class MarketData(Protocol):
     """A raw source of markets and OHLCV rows for one exchange."""
 

@@ -9,6 +9,7 @@ would be worse than leaving the hole.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,19 +46,17 @@ def to_array(rows: Sequence[Sequence[object]] | FloatArray) -> tuple[FloatArray,
         return np.asarray(rows[:, :6], dtype=np.float64), np.zeros(rows.shape[0], dtype=np.bool_)
     if len(rows) == 0:
         return np.empty((0, 6), dtype=np.float64), np.zeros(0, dtype=np.bool_)
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         arr = np.asarray(rows, dtype=np.float64)
         if arr.ndim == 2 and arr.shape[1] >= 6:
             return np.ascontiguousarray(arr[:, :6]), np.zeros(arr.shape[0], dtype=np.bool_)
-    except (TypeError, ValueError):
-        pass
     out = np.full((len(rows), 6), np.nan, dtype=np.float64)
     malformed = np.zeros(len(rows), dtype=np.bool_)
     for i, row in enumerate(rows):
         try:
             if len(row) < 6:
                 raise ValueError("short row")
-            out[i] = [float(x) if x is not None else np.nan for x in row[:6]]  # type: ignore[arg-type]
+            out[i] = [float(x) if x is not None else np.nan for x in row[:6]]
         except (TypeError, ValueError):
             malformed[i] = True
     return out, malformed
@@ -75,14 +74,14 @@ def check_rows(arr: FloatArray, malformed: BoolArray | None = None, after_ms: in
     labels[bad] = "malformed"
     ts, o, h, lo, c, v = (arr[:, i] for i in range(6))
     with np.errstate(invalid="ignore"):
-        rules: list[tuple[str, BoolArray]] = [
+        rules = [
             ("non_finite", ~np.isfinite(arr).all(axis=1)),
             ("high_below_body", h < np.maximum(o, c)),
             ("low_above_body", lo > np.minimum(o, c)),
             ("negative_volume", v < 0),
         ]
     for reason, mask in rules:
-        hit = mask & ~bad
+        hit = np.asarray(mask, dtype=np.bool_) & ~bad
         labels[hit] = reason
         bad |= hit
     # Keep-first monotonicity over the rows still standing: a row is kept only if it is newer
@@ -121,7 +120,12 @@ def validate_rows(
         examples = [_ts_label(arr[i, 0]) for i in indices[:_EXAMPLES]]
         logger.warning(
             "%s %s %s: dropped %d candle(s), %s, at ts %s",
-            exchange, symbol, timeframe, len(indices), reason, ", ".join(examples),
+            exchange,
+            symbol,
+            timeframe,
+            len(indices),
+            reason,
+            ", ".join(examples),
         )
     kept = arr[check.keep]
     _report_gaps(kept[:, 0], after_ms, exchange, symbol, timeframe, metrics, logger)
@@ -149,7 +153,13 @@ def _report_gaps(
     metrics.candles_dropped.labels(exchange, "gap").inc(total)
     where = ", ".join(f"{int(missing[i])} after {_ts_label(series[i])}" for i in holes[:_EXAMPLES])
     logger.warning(
-        "%s %s %s: %d missing candle(s) in %d gap(s): %s", exchange, symbol, timeframe, total, holes.size, where
+        "%s %s %s: %d missing candle(s) in %d gap(s): %s",
+        exchange,
+        symbol,
+        timeframe,
+        total,
+        holes.size,
+        where,
     )
 
 

@@ -1,0 +1,181 @@
+"""CSV history served as if it were an exchange, for the paced demo and replay tests.
+
+It answers exactly what an exchange would at the clock's current time, forming candle
+included, so the gateway, cache and scheduler run unchanged on top of it. Files are parsed once
+with numpy, checked with the same rules as live rows, and coarser timeframes are built from
+finer ones on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from engine.clock import Clock
+from engine.errors import DataUnavailable
+from engine.market.candles import Candles, FloatArray
+from engine.market.validate import check_rows, to_array
+from engine.timeframes import timeframe_seconds
+
+HEADER = ("timestamp", "open", "high", "low", "close", "volume")
+_FILE = re.compile(r"^(?P<base>[A-Za-z0-9]+)-(?P<quote>[A-Za-z0-9]+)_(?P<tf>\d+[mhdw])\.csv$")
+_WEEK_OFFSET_MS = 4 * 86_400_000
+_WARN_ROWS = 20
+
+
+class ReplayMarket:
+    """`MarketData` over `{exchange}_{BASE}-{QUOTE}_{timeframe}.csv` files in `data_dir`."""
+
+    def __init__(
+        self, data_dir: Path, exchange: str, clock: Clock, logger: logging.Logger | None = None
+    ) -> None:
+        self.exchange = exchange
+        self._dir = Path(data_dir)
+        self._clock = clock
+        self._log = logger or logging.getLogger(__name__)
+        self._files: dict[tuple[str, str], Path] = {}
+        prefix = f"{exchange}_"
+        for path in sorted(self._dir.glob(f"{prefix}*.csv")):
+            match = _FILE.match(path.name[len(prefix) :])
+            if match:
+                symbol = f"{match['base'].upper()}/{match['quote'].upper()}"
+                self._files[(symbol, match["tf"])] = path
+        self._series: dict[tuple[str, str], FloatArray] = {}
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return frozenset(symbol for symbol, _ in self._files)
+
+    def timeframes(self, symbol: str) -> tuple[str, ...]:
+        """Timeframes that have a file for `symbol`, shortest first (coarser ones are derived)."""
+        return tuple(sorted((tf for s, tf in self._files if s == symbol), key=timeframe_seconds))
+
+    def time_range(self, timeframe: str) -> tuple[int, int]:
+        """(first, last) candle open time in ms over every symbol that can serve `timeframe`."""
+        firsts, lasts = [], []
+        for symbol in sorted(self.symbols):
+            if self._source_timeframe(symbol, timeframe) is None:
+                continue
+            ts = self._get(symbol, timeframe)[:, 0]
+            if ts.size:
+                firsts.append(int(ts[0]))
+                lasts.append(int(ts[-1]))
+        if not firsts:
+            raise DataUnavailable(f"{self.exchange} replay in {self._dir}: no data for timeframe {timeframe}")
+        return min(firsts), max(lasts)
+
+    def history(self, symbol: str, timeframe: str) -> Candles:
+        """Every candle of the file (or derived series), regardless of the clock, for fast replay."""
+        return Candles.from_rows(self._get(symbol, timeframe))
+
+    async def load_markets(self) -> set[str]:
+        return set(self.symbols)
+
+    async def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None, limit: int
+    ) -> list[list[float]]:
+        rows = self._get(symbol, timeframe)
+        if limit <= 0 or rows.shape[0] == 0:
+            return []
+        now_ms = int(self._clock.now() * 1000)
+        end = int(np.searchsorted(rows[:, 0], now_ms, side="right"))
+        if since_ms is None:
+            start = max(0, end - limit)
+        else:
+            start = int(np.searchsorted(rows[:, 0], since_ms, side="left"))
+            end = min(end, start + limit)
+        out: list[list[float]] = rows[start:end].tolist() if end > start else []
+        return out
+
+    async def close(self) -> None:
+        self._series.clear()
+
+    def status(self) -> dict[str, object]:
+        return {"source": "replay", "files": len(self._files), "markets_loaded": True}
+
+    def _get(self, symbol: str, timeframe: str) -> FloatArray:
+        key = (symbol, timeframe)
+        cached = self._series.get(key)
+        if cached is not None:
+            return cached
+        source_tf = self._source_timeframe(symbol, timeframe)
+        if source_tf is None:
+            raise DataUnavailable(
+                f"{self.exchange} replay has no {symbol} {timeframe} candles: no file "
+                f"{self.exchange}_{symbol.replace('/', '-')}_{timeframe}.csv in {self._dir} "
+                f"and no finer timeframe that divides {timeframe}"
+            )
+        if source_tf == timeframe:
+            series = load_csv(self._files[key], self._log)
+        else:
+            series = resample(self._get(symbol, source_tf), source_tf, timeframe)
+        self._series[key] = series
+        return series
+
+    def _source_timeframe(self, symbol: str, timeframe: str) -> str | None:
+        """The file to read for `timeframe`: its own, else the coarsest finer one dividing it."""
+        if (symbol, timeframe) in self._files:
+            return timeframe
+        target = timeframe_seconds(timeframe)
+        finer = [tf for tf in self.timeframes(symbol) if target % timeframe_seconds(tf) == 0]
+        return finer[-1] if finer else None
+
+
+def load_csv(path: Path, logger: logging.Logger) -> FloatArray:
+    """The file's valid rows as an (n, 6) array; every dropped row is logged as file:line."""
+    lines = path.read_text().splitlines()
+    header = tuple(col.strip().lower() for col in lines[0].split(",")) if lines else ()
+    if header[:6] != HEADER:
+        raise DataUnavailable(f"{path}: expected header {','.join(HEADER)}, got {lines[:1]!r}")
+    numbered = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
+    body = [line for _, line in numbered]
+    if not body:
+        return np.empty((0, 6), dtype=np.float64)
+    try:
+        arr = np.loadtxt(body, delimiter=",", dtype=np.float64, ndmin=2, usecols=range(6))
+        malformed = None
+    except ValueError:
+        arr, malformed = to_array([line.split(",") for line in body])
+    check = check_rows(arr, malformed)
+    for i, reason in check.reasons[:_WARN_ROWS]:
+        logger.warning("%s:%d: row dropped (%s): %s", path, numbered[i][0], reason, numbered[i][1].strip())
+    if len(check.reasons) > _WARN_ROWS:
+        logger.warning("%s: %d more rows dropped", path, len(check.reasons) - _WARN_ROWS)
+    return np.ascontiguousarray(arr[check.keep])
+
+
+def resample(rows: FloatArray, source_tf: str, timeframe: str) -> FloatArray:
+    """Aggregate epoch-aligned buckets: first open, max high, min low, last close, summed volume.
+
+    Buckets cut by the start or end of the file are dropped, since their open or close would
+    be wrong; holes inside the data are kept as they are, as the exchange would have built
+    the candle from whatever trades there were.
+    """
+    if rows.shape[0] == 0:
+        return rows
+    src_ms = timeframe_seconds(source_tf) * 1000
+    step = timeframe_seconds(timeframe) * 1000
+    offset = _WEEK_OFFSET_MS if timeframe.endswith("w") else 0
+    ts = rows[:, 0].astype(np.int64)
+    bucket = (ts - offset) // step * step + offset
+    starts = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    ends = np.concatenate((starts[1:], [ts.size]))
+    out = np.column_stack(
+        [
+            bucket[starts].astype(np.float64),
+            rows[starts, 1],
+            np.maximum.reduceat(rows[:, 2], starts),
+            np.minimum.reduceat(rows[:, 3], starts),
+            rows[ends - 1, 4],
+            np.add.reduceat(rows[:, 5], starts),
+        ]
+    )
+    keep = np.ones(starts.size, dtype=np.bool_)
+    if ts[0] != bucket[0]:
+        keep[0] = False
+    if ts[-1] != bucket[-1] + step - src_ms:
+        keep[-1] = False
+    return np.ascontiguousarray(out[keep])

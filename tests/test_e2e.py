@@ -65,6 +65,8 @@ threshold = 1.5
     syms = '["ETH/BTC", "LTC/BTC", "XMR/BTC"]'
     (d / "strategies" / "psar.toml").write_text(f"symbols = {syms}\ncooldown = 86400\n")
     (d / "strategies" / "most.toml").write_text(f"symbols = {syms}\n")
+    # a plugin that is not installed: reported and skipped, the others still run
+    (d / "strategies" / "ghost.toml").write_text('plugin = "ghost_plugin"\nsymbols = ["ETH/BTC"]\n')
 
 
 def start(config: Path, state: Path) -> subprocess.Popen[str]:
@@ -120,6 +122,7 @@ def test_run_probe_stop_restart(tmp_path: Path) -> None:
         rc, out, err = stop(proc)
     assert rc == 0, err[-3000:]
     assert "engine stopped cleanly" in err
+    assert "skipping" in err and "ghost_plugin" in err
     assert "psar" in out and ("LONG" in out or "SHORT" in out)  # readable console lines
 
     state_file = state / "engine.json"

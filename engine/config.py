@@ -144,10 +144,10 @@ class SinksSection(Section):
 class RiskSection(Section):
     """Global TP/SL settings (spec §2); plugin defaults and strategy files override them."""
 
-    sl_atr: float = Field(1.5, gt=0)
-    tp1_atr: float = Field(2.0, gt=0)
-    tp2_atr: float = Field(3.0, gt=0)
-    tp3_atr: float | None = Field(4.5, gt=0)
+    sl_mult: float = Field(1.5, gt=0)
+    tp1_mult: float = Field(2.0, gt=0)
+    tp2_mult: float = Field(3.0, gt=0)
+    tp3_mult: float | None = Field(4.5, gt=0)
     min_rr: float = Field(1.3, ge=0)
     sl_buffer_percent: float = Field(0.75, ge=0)
     max_sl_percent: float = Field(5.0, gt=0)
@@ -184,10 +184,10 @@ class EngineSettings(BaseSettings):
 class RiskOverrides(Section):
     """Per-instance TP/SL overrides; anything left out falls back to the plugin's, then global."""
 
-    sl_atr: float | None = Field(None, gt=0)
-    tp1_atr: float | None = Field(None, gt=0)
-    tp2_atr: float | None = Field(None, gt=0)
-    tp3_atr: float | None = Field(None, gt=0)
+    sl_mult: float | None = Field(None, gt=0)
+    tp1_mult: float | None = Field(None, gt=0)
+    tp2_mult: float | None = Field(None, gt=0)
+    tp3_mult: float | None = Field(None, gt=0)
     min_rr: float | None = Field(None, ge=0)
     sl_buffer_percent: float | None = Field(None, ge=0)
     max_sl_percent: float | None = Field(None, gt=0)

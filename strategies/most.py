@@ -70,7 +70,7 @@ class MostStrategy(Strategy[MostParams]):
 
     name = "most"
     Params = MostParams
-    RISK = {"sl_atr": 1.0, "tp1_atr": 2.0, "tp2_atr": 3.5}
+    RISK = {"sl_mult": 1.0, "tp1_mult": 2.0, "tp2_mult": 3.5}
     DEFAULT_TIMEFRAME = "5m"
     DEFAULT_COOLDOWN = 3600
 

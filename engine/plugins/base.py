@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from engine.market.candles import Candles
+from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
 from engine.signals.levels import RiskSettings, TpSlCalculator
 from engine.signals.model import Candidate
 
@@ -54,12 +55,22 @@ class DataNeeds:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """The read-only data handed to one `evaluate` call."""
+    """The read-only data handed to one `evaluate` call.
+
+    `candles` is the primary timeframe; `frames` holds every timeframe of `needs()` (the
+    primary included) for multi-timeframe strategies — each frame's last candle is the last
+    one closed at the time of the call. The snapshot fields are filled only when declared in
+    `needs()` and are None otherwise.
+    """
 
     symbol: str
     timeframe: str
     candles: Candles
     frames: Mapping[str, Candles] = field(default_factory=dict)
+    ticker: Ticker | None = None
+    trades: Trades | None = None
+    order_book: OrderBook | None = None
+    funding: Funding | None = None
 
 
 class Strategy(ABC, Generic[P]):

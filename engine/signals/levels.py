@@ -20,10 +20,10 @@ RR_TOLERANCE = 1e-9
 class RiskSettings:
     """Effective TP/SL settings for one plugin instance (global ← plugin default ← config)."""
 
-    sl_atr: float = 1.5
-    tp1_atr: float = 2.0
-    tp2_atr: float = 3.0
-    tp3_atr: float | None = 4.5
+    sl_mult: float = 1.5
+    tp1_mult: float = 2.0
+    tp2_mult: float = 3.0
+    tp3_mult: float | None = 4.5
     min_rr: float = 1.3
     sl_buffer_percent: float = 0.75
     max_sl_percent: float = 5.0
@@ -43,8 +43,13 @@ def validate_levels(
     min_rr: float,
     max_sl_percent: float,
     min_sl_percent: float,
+    gate: bool = True,
 ) -> Levels:
-    """Apply every gate of spec §1 and the engine's ordering rule; never raises."""
+    """Apply every gate of spec §1 and the engine's ordering rule; never raises.
+
+    The side and ordering rules always apply; `gate=False` skips the stop-distance and R:R
+    gates for strategies whose spec says "no calculator gate".
+    """
     tps = tuple(float(t) for t in take_profits)
     risk = abs(entry - stop_loss)
     rr1 = abs(tps[0] - entry) / risk if tps and risk > 0 else 0.0
@@ -65,6 +70,8 @@ def validate_levels(
         return verdict(False, "TP1 on the wrong side of entry")
     if any(s * (b - a) <= 0 for a, b in itertools.pairwise(tps)):
         return verdict(False, "take-profits not strictly ordered away from entry")
+    if not gate:
+        return verdict(True)
     sl_pct = risk / entry * 100.0
     if sl_pct > max_sl_percent + RR_TOLERANCE:
         return verdict(False, f"stop {sl_pct:.2f}% away exceeds max {max_sl_percent}%")
@@ -81,7 +88,9 @@ class TpSlCalculator:
     def __init__(self, settings: RiskSettings) -> None:
         self.settings = settings
 
-    def _validate(self, direction: Direction, entry: float, sl: float, tps: Sequence[float]) -> Levels:
+    def _validate(
+        self, direction: Direction, entry: float, sl: float, tps: Sequence[float], *, gate: bool = True
+    ) -> Levels:
         st = self.settings
         return validate_levels(
             direction,
@@ -91,7 +100,15 @@ class TpSlCalculator:
             min_rr=st.min_rr,
             max_sl_percent=st.max_sl_percent,
             min_sl_percent=st.min_sl_percent,
+            gate=gate,
         )
+
+    def _mults(self) -> list[float]:
+        st = self.settings
+        return [st.tp1_mult, st.tp2_mult] + ([st.tp3_mult] if st.tp3_mult is not None else [])
+
+    def _invalid(self, entry: float, reason: str) -> Levels:
+        return Levels(entry, math.nan, (), 0.0, 0.0, None, False, reason)
 
     def atr(
         self,
@@ -110,7 +127,86 @@ class TpSlCalculator:
             atr = 0.01 * entry
         s = direction.sign
         b = st.sl_buffer_percent / 100.0
-        sl = custom_sl if custom_sl is not None else entry - s * atr * (1.0 + b) * st.sl_atr
-        mults = [st.tp1_atr, st.tp2_atr] + ([st.tp3_atr] if st.tp3_atr is not None else [])
-        tps = [entry + s * atr * m for m in mults]
+        sl = custom_sl if custom_sl is not None else entry - s * atr * (1.0 + b) * st.sl_mult
+        tps = [entry + s * atr * m for m in self._mults()]
         return self._validate(direction, entry, sl, tps)
+
+    def percentage(self, direction: Direction, entry: float, pct: float = 1.0) -> Levels:
+        """PERCENTAGE method: SL `pct`% from entry, TP_k at that distance times mult_k."""
+        s = direction.sign
+        dist = entry * pct / 100.0
+        return self._validate(
+            direction, entry, entry - s * dist, [entry + s * dist * m for m in self._mults()]
+        )
+
+    def _structure_stop(
+        self, direction: Direction, swing_low: float | None, swing_high: float | None
+    ) -> float | None:
+        b = self.settings.sl_buffer_percent / 100.0
+        if direction is Direction.LONG:
+            return None if swing_low is None else swing_low * (1.0 - b)
+        return None if swing_high is None else swing_high * (1.0 + b)
+
+    def structure(
+        self,
+        direction: Direction,
+        entry: float,
+        *,
+        swing_low: float | None = None,
+        swing_high: float | None = None,
+    ) -> Levels:
+        """STRUCTURE method: SL beyond the swing (LONG swing low, SHORT swing high) by the buffer;
+        TP_k at entry ± risk·mult_k. A missing swing makes the levels invalid."""
+        sl = self._structure_stop(direction, swing_low, swing_high)
+        if sl is None:
+            return self._invalid(entry, "structure method needs the swing on the stop side")
+        risk = abs(entry - sl)
+        s = direction.sign
+        return self._validate(direction, entry, sl, [entry + s * risk * m for m in self._mults()])
+
+    def fibonacci(
+        self,
+        direction: Direction,
+        entry: float,
+        *,
+        swing_low: float | None,
+        swing_high: float | None,
+        extensions: Sequence[float] = (0.618, 1.0, 1.618),
+    ) -> Levels:
+        """FIBONACCI method: SL as STRUCTURE; TP_k at entry ± R·ext_k with R the swing range."""
+        if swing_low is None or swing_high is None:
+            return self._invalid(entry, "fibonacci method needs both swings")
+        sl = self._structure_stop(direction, swing_low, swing_high)
+        assert sl is not None
+        rng = abs(swing_high - swing_low)
+        s = direction.sign
+        return self._validate(direction, entry, sl, [entry + s * rng * e for e in extensions])
+
+    def fixed_r(
+        self,
+        direction: Direction,
+        entry: float,
+        stop_loss: float,
+        r_multiples: Sequence[float],
+        *,
+        unit: float | None = None,
+        gate: bool = True,
+    ) -> Levels:
+        """Fixed-R: the strategy's own stop, TP_k at entry ± unit·r_k (unit defaults to the risk)."""
+        u = abs(entry - stop_loss) if unit is None else unit
+        s = direction.sign
+        return self._validate(
+            direction, entry, stop_loss, [entry + s * u * r for r in r_multiples], gate=gate
+        )
+
+    def explicit(
+        self,
+        direction: Direction,
+        entry: float,
+        stop_loss: float,
+        take_profits: Sequence[float],
+        *,
+        gate: bool = True,
+    ) -> Levels:
+        """Levels computed entirely by the strategy's own formula, still held to the central rules."""
+        return self._validate(direction, entry, stop_loss, take_profits, gate=gate)

@@ -10,7 +10,7 @@ from engine.signals.levels import RiskSettings, TpSlCalculator, validate_levels
 from engine.signals.model import Direction, Levels
 
 LONG, SHORT = Direction.LONG, Direction.SHORT
-PSAR_MOST_RISK = {"sl_atr": 1.0, "tp1_atr": 2.0, "tp2_atr": 3.5}
+PSAR_MOST_RISK = {"sl_mult": 1.0, "tp1_mult": 2.0, "tp2_mult": 3.5}
 
 
 def calc(**overrides: float | None) -> TpSlCalculator:
@@ -53,7 +53,7 @@ def test_custom_stop_replaces_the_atr_stop_but_not_the_targets() -> None:
 
 
 def test_no_tp3_when_its_multiple_is_unset() -> None:
-    lv = calc(tp3_atr=None).atr(LONG, entry=100.0, atr=2.0)
+    lv = calc(tp3_mult=None).atr(LONG, entry=100.0, atr=2.0)
     assert lv.take_profits == pytest.approx((104.0, 106.0))
 
 

@@ -210,7 +210,7 @@ def test_declared_defaults_follow_the_spec() -> None:
     p = MostParams()
     assert (p.ema_period, p.atr_period, p.atr_mult, p.window) == (9, 14, 2.0, 100)
     assert (p.atr_mode, p.warmup) == ("wilder", 400)
-    assert MostStrategy.RISK == {"sl_atr": 1.0, "tp1_atr": 2.0, "tp2_atr": 3.5}
+    assert MostStrategy.RISK == {"sl_mult": 1.0, "tp1_mult": 2.0, "tp2_mult": 3.5}
     assert (MostStrategy.DEFAULT_TIMEFRAME, MostStrategy.DEFAULT_COOLDOWN) == ("5m", 3600)
 
 

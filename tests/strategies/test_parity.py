@@ -14,18 +14,37 @@ import pytest
 
 from engine.market.candles import Candles
 from engine.plugins.base import Strategy, Window
+from engine.plugins.registry import Registry
 from engine.signals.levels import RiskSettings
 from engine.signals.model import Candidate
-from strategies.most import MostStrategy
-from strategies.psar import PsarStrategy
 
-STRATEGIES: list[type[Strategy]] = [PsarStrategy, MostStrategy]  # type: ignore[type-arg]
 PAIRS = ["ETH-BTC", "LTC-BTC"]
+ALL_PAIRS = ["ETH-BTC", "LTC-BTC", "ADA-BTC", "XMR-BTC", "DASH-BTC", "ZEC-BTC", "ETC-BTC", "XLM-BTC", "TRX-BTC", "NXT-BTC"]
 HISTORY_BARS = 3000
+
+# Strategies whose default parameters emit no valid signal on the bundled 2018 data; each one's
+# doc page (docs/strategies/<name>.md) explains why. Keep this list honest and short.
+SILENT_ON_SAMPLE: set[str] = set()
+
+
+def single_frame_ohlcv_strategies() -> list[type[Strategy]]:  # type: ignore[type-arg]
+    """Every registered plugin that needs only candles of one timeframe (multi-timeframe and
+    snapshot strategies have parity tests of their own)."""
+    reg = Registry.discover()
+    found = []
+    for name in reg.names():
+        cls = reg.load(name)
+        needs = build(cls).needs()
+        if needs.ohlcv_only and len(needs.timeframes) == 1:
+            found.append(cls)
+    return found
 
 
 def build(cls: type[Strategy]) -> Strategy:  # type: ignore[type-arg]
     return cls(cls.Params(), RiskSettings().merged(cls.RISK), cls.DEFAULT_TIMEFRAME)
+
+
+STRATEGIES = single_frame_ohlcv_strategies()
 
 
 def window(cs: Candles) -> Window:
@@ -83,7 +102,11 @@ def test_fires_valid_signals_on_real_data_with_defaults(
     cls: type[Strategy],  # type: ignore[type-arg]
     sample_candles: Callable[[str], Candles],
 ) -> None:
-    cs = sample_candles("ETH-BTC")
-    out = build(cls).evaluate(window(cs))
-    assert any(c.levels.valid for c in out)
-    assert all(cs.close[c.bar] == c.entry for c in out)
+    strategy = build(cls)
+    valid = sum(
+        c.levels.valid for pair in ALL_PAIRS for c in strategy.evaluate(window(sample_candles(pair)))
+    )
+    if cls.name in SILENT_ON_SAMPLE:
+        assert valid == 0, f"{cls.name} now fires on the sample: take it off SILENT_ON_SAMPLE and its doc"
+    else:
+        assert valid > 0, f"{cls.name} emits no valid signal on the bundled data with default params"

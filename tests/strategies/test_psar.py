@@ -158,10 +158,10 @@ def test_declared_defaults_follow_the_spec() -> None:
     p = PsarParams()
     assert (p.acceleration, p.maximum, p.adx_period, p.adx_threshold) == (0.02, 0.2, 14, 20.0)
     assert (p.atr_period, p.atr_mode, p.warmup) == (14, "wilder", 400)
-    assert PsarStrategy.RISK == {"sl_atr": 1.0, "tp1_atr": 2.0, "tp2_atr": 3.5}
+    assert PsarStrategy.RISK == {"sl_mult": 1.0, "tp1_mult": 2.0, "tp2_mult": 3.5}
     assert (PsarStrategy.DEFAULT_TIMEFRAME, PsarStrategy.DEFAULT_COOLDOWN) == ("5m", 180)
     risk = RiskSettings().merged(PsarStrategy.RISK)
-    assert (risk.min_rr, risk.tp3_atr) == (1.3, 4.5)
+    assert (risk.min_rr, risk.tp3_mult) == (1.3, 4.5)
 
 
 @pytest.mark.parametrize("bad", [{"adx_threshold": -1}, {"warmup": -1}, {"atr_mode": "ema"}, {"adx": 20}])

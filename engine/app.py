@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,24 +75,29 @@ class ReplayPlan:
     end: float
 
 
+def history_start(market: ReplayMarket, inst: PluginInstance) -> tuple[float, float]:
+    """(first time the instance has full windows on every timeframe, last candle close) in epoch s."""
+    needs = inst.strategy.needs()
+    first, last = 0.0, float("inf")
+    for tf in needs.timeframes:
+        tf_s = timeframe_seconds(tf)
+        first_ms, last_ms = market.time_range(tf)
+        first = max(first, first_ms / 1000 + (needs.lookback + 1) * tf_s)
+        last = min(last, last_ms / 1000 + tf_s)
+    return first, last
+
+
 def plan_replay(config: LoadedConfig, market: ReplayMarket, instances: list[PluginInstance]) -> ReplayPlan:
     """Start after enough history for the largest lookback; end after the last candle closes."""
-    firsts: list[float] = []
-    lasts: list[float] = []
-    for inst in instances:
-        tf_s = timeframe_seconds(inst.timeframe)
-        first_ms, last_ms = market.time_range(inst.timeframe)
-        firsts.append(first_ms / 1000 + (inst.lookback + 1) * tf_s)
-        lasts.append(last_ms / 1000 + tf_s)
-    if not firsts:
-        raise EngineError("replay: no enabled strategy instances")
-    start = max(firsts)
+    spans = [history_start(market, inst) for inst in instances]
+    if not spans:
+        raise EngineError("replay: no strategy instance can run on these files")
+    start = max(s for s, _ in spans)
+    end = max(e for _, e in spans)
     if config.settings.market.replay_start:
         ts = datetime.fromisoformat(config.settings.market.replay_start)
-        start = (
-            ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=datetime.now().astimezone().tzinfo).timestamp()
-        )
-    return ReplayPlan(start=start, end=max(lasts))
+        start = ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=UTC).timestamp()
+    return ReplayPlan(start=start, end=end)
 
 
 class Engine:
@@ -182,6 +187,7 @@ class Engine:
         self.server = (
             HealthServer(st.server.host, st.server.port, self, self.metrics) if st.server.enabled else None
         )
+        self.skipped: dict[str, str] = {}
         self.markets_loaded = False
         self.stopping = False
         self.replay_done = False
@@ -217,6 +223,7 @@ class Engine:
             "ticks": self.scheduler.ticks,
             "last_tick": self.scheduler.last_tick,
             "quarantined": sorted(i.name for i in self.instances if i.quarantined),
+            "skipped": self.skipped,
             "instances": len(self.instances),
             "replay_done": self.replay_done,
         }
@@ -265,6 +272,7 @@ class Engine:
     async def _startup(self) -> None:
         st = self.config.settings
         if self.replay_market is not None:
+            self._skip_unreplayable()
             self.replay_plan = plan_replay(self.config, self.replay_market, self.instances)
             speed = st.market.speed
             self._deferred.inner = (
@@ -312,6 +320,40 @@ class Engine:
             len(self.instances),
             len({s for i in self.instances for s in i.symbols}),
         )
+
+    def _skip_unreplayable(self) -> None:
+        """CSV files hold candles only: strategies needing live snapshots cannot run on them.
+
+        They are dropped from the schedule with the reason logged and shown in /ready, never
+        silently.
+        """
+        keep: list[PluginInstance] = []
+        for inst in self.instances:
+            needs = inst.strategy.needs()
+            missing = [
+                kind
+                for kind, wanted in (
+                    ("ticker", needs.ticker),
+                    ("trades", needs.trades > 0),
+                    ("order book", needs.order_book > 0),
+                    ("funding rate", needs.funding),
+                )
+                if wanted
+            ]
+            reason = f"replay files have no {', '.join(missing)} data" if missing else ""
+            if not reason and self.replay_market is not None:
+                try:
+                    first, last = history_start(self.replay_market, inst)
+                    if first >= last:
+                        reason = f"the files hold less history than its lookback of {needs.lookback} bars"
+                except EngineError as exc:
+                    reason = str(exc)
+            if reason:
+                self.skipped[inst.name] = reason
+                log.warning("%s: skipped in replay: %s", inst.name, reason)
+            else:
+                keep.append(inst)
+        self.instances = keep
 
     async def _tick(self, now: float, due: list[PluginInstance]) -> None:
         started = time.perf_counter()

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.market.candles import Candles
-from engine.plugins.base import Window
+from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
+from engine.plugins.base import DataNeeds, Window
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
 from engine.signals.builder import Origin, SignalBuilder
@@ -29,6 +31,22 @@ class CandleSource(Protocol):
     """The part of the market gateway a tick needs."""
 
     async def candles(self, symbol: str, timeframe: str, lookback: int) -> Candles: ...
+
+    async def ticker(self, symbol: str) -> Ticker: ...
+
+    async def trades(self, symbol: str, limit: int) -> Trades: ...
+
+    async def order_book(self, symbol: str, depth: int) -> OrderBook: ...
+
+    async def funding(self, symbol: str) -> Funding: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    ticker: Ticker | None = None
+    trades: Trades | None = None
+    order_book: OrderBook | None = None
+    funding: Funding | None = None
 
 
 class JournalWriter(Protocol):
@@ -63,41 +81,43 @@ class Pipeline:
         self.publisher = publisher
         self.on_signal = on_signal
         self._last_bar: dict[tuple[str, str], int] = {}
-        self._failing: set[tuple[str, str]] = set()
+        self._failing: set[str] = set()
 
     async def tick(self, now: float, due: Sequence[PluginInstance]) -> list[Signal]:
         """Evaluate every (instance, symbol) due now; returns what was emitted, in a stable order."""
         wanted: dict[tuple[str, str], int] = {}
+        snaps: dict[tuple[str, DataNeeds], None] = {}
         for inst in due:
+            needs = inst.strategy.needs()
             for sym in inst.symbols:
-                key = (sym, inst.timeframe)
-                wanted[key] = max(wanted.get(key, 0), inst.lookback)
+                for tf in needs.timeframes:
+                    key = (sym, tf)
+                    wanted[key] = max(wanted.get(key, 0), needs.lookback)
+                if not needs.ohlcv_only:
+                    snaps[(sym, needs)] = None
         keys = list(wanted)
+        snap_keys = list(snaps)
         results = await asyncio.gather(
-            *(self.market.candles(sym, tf, wanted[(sym, tf)]) for sym, tf in keys), return_exceptions=True
+            *(self.market.candles(sym, tf, wanted[(sym, tf)]) for sym, tf in keys),
+            *(self._snapshot(sym, needs) for sym, needs in snap_keys),
+            return_exceptions=True,
         )
         data: dict[tuple[str, str], Candles] = {}
-        for key, res in zip(keys, results, strict=True):
-            if isinstance(res, BaseException):
-                if key not in self._failing:
-                    log.warning("no candles for %s %s: %s: %s", key[0], key[1], type(res).__name__, res)
-                self._failing.add(key)
-                continue
-            if key in self._failing:
-                log.info("candles for %s %s are back", *key)
-                self._failing.discard(key)
-            data[key] = res
+        for key, res in zip(keys, results[: len(keys)], strict=True):
+            if self._ok(f"candles for {key[0]} {key[1]}", res):
+                assert isinstance(res, Candles)
+                data[key] = res
+        snapshots: dict[tuple[str, DataNeeds], Snapshot] = {}
+        for skey, res in zip(snap_keys, results[len(keys) :], strict=True):
+            if self._ok(f"market snapshot for {skey[0]}", res):
+                assert isinstance(res, Snapshot)
+                snapshots[skey] = res
         emitted: list[Signal] = []
         for inst in due:
             for sym in inst.symbols:
-                candles = data.get((sym, inst.timeframe))
-                if candles is None or len(candles) < inst.lookback:
+                window = self._window(inst, sym, data, snapshots)
+                if window is None:
                     continue
-                window = Window(sym, inst.timeframe, candles.tail(inst.lookback))
-                last_ts = int(window.candles.ts[-1])
-                if self._last_bar.get((inst.name, sym)) == last_ts:
-                    continue  # this closed bar was already evaluated (period shorter than the candle)
-                self._last_bar[(inst.name, sym)] = last_ts
                 origin = Origin(inst.name, sym, inst.timeframe, self.exchange, inst.cooldown)
                 for cand in self.runner.run(inst, window):
                     sig = self.builder.build(origin, window.candles, cand)
@@ -107,6 +127,75 @@ class Pipeline:
         for sig in emitted:
             self.emit(sig)
         return emitted
+
+    def _ok(self, what: str, res: object) -> bool:
+        """Log a failed fetch once per outage (not every tick), and its recovery."""
+        if isinstance(res, BaseException):
+            if what not in self._failing:
+                log.warning("no %s: %s: %s", what, type(res).__name__, res)
+            self._failing.add(what)
+            return False
+        if what in self._failing:
+            log.info("%s: available again", what)
+            self._failing.discard(what)
+        return True
+
+    def _window(
+        self,
+        inst: PluginInstance,
+        sym: str,
+        data: dict[tuple[str, str], Candles],
+        snapshots: dict[tuple[str, DataNeeds], Snapshot],
+    ) -> Window | None:
+        """The strategy's window, or None when data is missing or this bar was already evaluated."""
+        needs = inst.strategy.needs()
+        frames: dict[str, Candles] = {}
+        for tf in needs.timeframes:
+            got = data.get((sym, tf))
+            if got is None:
+                return None
+            frames[tf] = got.tail(needs.lookback)
+        primary = frames.get(inst.timeframe)
+        if primary is None or len(primary) < needs.lookback:
+            return None
+        snap = Snapshot()
+        if not needs.ohlcv_only:
+            found = snapshots.get((sym, needs))
+            if found is None:
+                return None
+            snap = found
+        last_ts = int(primary.ts[-1])
+        if self._last_bar.get((inst.name, sym)) == last_ts:
+            return None  # this closed bar was already evaluated (period shorter than the candle)
+        self._last_bar[(inst.name, sym)] = last_ts
+        return Window(
+            sym,
+            inst.timeframe,
+            primary,
+            frames,
+            ticker=snap.ticker,
+            trades=snap.trades,
+            order_book=snap.order_book,
+            funding=snap.funding,
+        )
+
+    async def _snapshot(self, symbol: str, needs: DataNeeds) -> Snapshot:
+        """Everything non-OHLCV a strategy declared, fetched concurrently through the gateway."""
+        m = self.market
+
+        async def none() -> None:
+            return None
+
+        def maybe(flag: bool, make: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+            return make() if flag else none()
+
+        ticker, trades, book, funding = await asyncio.gather(
+            maybe(needs.ticker, lambda: m.ticker(symbol)),
+            maybe(needs.trades > 0, lambda: m.trades(symbol, needs.trades)),
+            maybe(needs.order_book > 0, lambda: m.order_book(symbol, needs.order_book)),
+            maybe(needs.funding, lambda: m.funding(symbol)),
+        )
+        return Snapshot(ticker, trades, book, funding)
 
     def emit(self, sig: Signal) -> None:
         """Journal first, then consensus and sinks."""

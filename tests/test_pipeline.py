@@ -8,6 +8,7 @@ import numpy as np
 
 from engine.errors import NetworkError
 from engine.market.candles import Candles
+from engine.market.snapshots import Ticker
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.plugins.instance import PluginInstance
@@ -17,7 +18,7 @@ from engine.signals.consensus import ConsensusAggregator, ConsensusSettings
 from engine.signals.cooldown import Cooldowns
 from engine.signals.levels import RiskSettings
 from engine.sinks.base import SinkEvent
-from tests.support.fakes import EveryBarStrategy, make_candles
+from tests.support.fakes import EveryBarStrategy, FramesAndTickerStrategy, make_candles
 
 
 class FakeMarket:
@@ -121,3 +122,44 @@ async def test_consensus_signal_is_journaled_and_published() -> None:
     assert len(out) == 2
     kinds = [e for e in rec.events if e[1] not in {s.id for s in out}]
     assert [k for k, _ in kinds] == ["journal", "sink"]  # one consensus record, journaled first
+
+
+class SnapshotMarket(FakeMarket):
+    """Serves a 5m and a 15m series and a ticker, failing tickers on demand."""
+
+    def __init__(self) -> None:
+        super().__init__(make_candles(np.linspace(1.0, 1.1, 12)))
+        self.frames = {"5m": self.data, "15m": make_candles([1.0, 1.05, 1.1, 1.2], step_ms=900_000)}
+        self.ticker_down = False
+
+    async def candles(self, symbol: str, timeframe: str, lookback: int) -> Candles:
+        self.calls.append((symbol, timeframe, lookback))
+        return self.frames[timeframe]
+
+    async def ticker(self, symbol: str) -> Ticker:
+        if self.ticker_down:
+            raise NetworkError("ticker endpoint down")
+        return Ticker(last=1.234, bid=1.233, ask=1.235, ts_ms=0)
+
+
+async def test_higher_timeframes_and_ticker_reach_the_strategy() -> None:
+    m, rec = Metrics(), Recorder()
+    market = SnapshotMarket()
+    s = FramesAndTickerStrategy(FramesAndTickerStrategy.Params(), RiskSettings(), "5m")
+    i = PluginInstance("ft", "frames_and_ticker", "test", s, ("ETH/BTC",), "5m", None, 0)
+    out = await pipeline(market, rec, m).tick(0.0, [i])
+    assert sorted(market.calls) == [("ETH/BTC", "15m", 3), ("ETH/BTC", "5m", 3)]
+    (w,) = s.seen
+    assert set(w.frames) == {"5m", "15m"} and len(w.frames["15m"]) == 3
+    assert w.frames["15m"].close[-1] == 1.2 and w.candles is w.frames["5m"]
+    assert [sig.entry for sig in out] == [1.234]  # entry from the ticker
+
+
+async def test_missing_snapshot_skips_only_that_strategy() -> None:
+    m, rec = Metrics(), Recorder()
+    market = SnapshotMarket()
+    market.ticker_down = True
+    s = FramesAndTickerStrategy(FramesAndTickerStrategy.Params(), RiskSettings(), "5m")
+    snap = PluginInstance("ft", "frames_and_ticker", "test", s, ("ETH/BTC",), "5m", None, 0)
+    out = await pipeline(market, rec, m).tick(0.0, [snap, inst("plain")])
+    assert s.seen == [] and [x.strategy for x in out] == ["plain"]

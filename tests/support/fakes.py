@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from engine.market.candles import Candles
-from engine.plugins.base import Strategy, StrategyParams, Window
+from engine.plugins.base import DataNeeds, Strategy, StrategyParams, Window
 from engine.signals.model import Candidate, Direction
 
 
@@ -65,3 +65,31 @@ class BrokenStrategy(Strategy[BrokenParams]):
 
     def evaluate(self, window: Window) -> Sequence[Candidate]:
         raise ZeroDivisionError("plugin bug")
+
+
+class RecordingParams(StrategyParams):
+    pass
+
+
+class FramesAndTickerStrategy(Strategy[RecordingParams]):
+    """Declares a higher timeframe and a ticker; remembers the windows it was handed."""
+
+    name = "frames_and_ticker"
+    Params = RecordingParams
+
+    def on_load(self) -> None:
+        self.seen: list[Window] = []
+
+    @property
+    def lookback(self) -> int:
+        return 3
+
+    def needs(self) -> DataNeeds:
+        return DataNeeds(timeframes=(self.timeframe, "15m"), lookback=3, ticker=True)
+
+    def evaluate(self, window: Window) -> Sequence[Candidate]:
+        self.seen.append(window)
+        assert window.ticker is not None
+        last = len(window.candles) - 1
+        entry = window.ticker.last
+        return [Candidate(last, Direction.LONG, self.levels.atr(Direction.LONG, entry, entry * 0.01))]

@@ -8,7 +8,7 @@ the same words and none has to know how a signal is laid out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 SinkKind = Literal["signal", "consensus", "outcome"]
@@ -25,6 +25,9 @@ class SinkEvent:
     kind: SinkKind
     record: Mapping[str, Any]
     text: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """Extra facts for richer sinks that are not part of the record, e.g. `history`: the
+    strategy's tracked outcomes {"tp1", "tp2", "tp3", "sl", "expired", "closed", "win_rate"}."""
 
 
 class Sink(Protocol):

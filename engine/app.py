@@ -32,14 +32,15 @@ from engine.plugins.runner import SafeRunner
 from engine.scheduler import Scheduler
 from engine.server import HealthServer
 from engine.signals.builder import SignalBuilder
-from engine.signals.consensus import ConsensusAggregator, ConsensusSettings
+from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
-from engine.signals.model import Signal
+from engine.signals.outcomes import OutcomeTracker
 from engine.sinks.base import Sink
 from engine.sinks.console import ConsoleSink
 from engine.sinks.dispatch import DeadLetters, Dispatcher
 from engine.sinks.journal import Journal
 from engine.state import EngineState, StateStore
+from engine.stats import consensus_settings
 from engine.timeframes import timeframe_seconds
 
 log = logging.getLogger("engine")
@@ -144,19 +145,15 @@ class Engine:
         self.cooldowns = Cooldowns()
         self.runner = SafeRunner(self.metrics, quarantine_after=st.engine.quarantine_after)
         self.builder = SignalBuilder(self.cooldowns, self.metrics)
+        exp = st.outcomes.expiry_hours
+        self.tracker = OutcomeTracker(expiry_seconds=None if exp is None else exp * 3600)
         cs = st.consensus
         self.consensus = (
             ConsensusAggregator(
-                ConsensusSettings(
-                    window_minutes=cs.window_minutes,
-                    min_strategies=cs.min_strategies,
-                    threshold=cs.threshold,
-                    min_rr=cs.min_rr,
-                    memory_hours=cs.memory_hours,
-                    default_weight=cs.default_weight,
-                ),
+                consensus_settings(config),
                 cs.weights,
                 {i.name: i.plugin for i in instances},
+                hits=self._hits,
             )
             if cs.enabled
             else None
@@ -171,7 +168,6 @@ class Engine:
             DeadLetters(self.state_dir / "dead-letter.jsonl"),
             queue_size=st.sinks.queue_size,
         )
-        self.open_signals: list[dict[str, Any]] = []
         self.pipeline = Pipeline(
             exchange=st.market.exchange,
             market=self.gateway,
@@ -180,7 +176,8 @@ class Engine:
             consensus=self.consensus,
             journal=self.journal,
             publisher=self.dispatcher,
-            on_signal=self._track,
+            tracker=self.tracker,
+            metrics=self.metrics,
         )
         close_delay = 0.0 if st.market.source == "replay" else st.engine.close_delay_seconds
         self.scheduler = Scheduler(instances, self.clock, self._tick, close_delay=close_delay)
@@ -397,10 +394,9 @@ class Engine:
 
     # -- state -------------------------------------------------------------------------------
 
-    def _track(self, sig: Signal) -> None:
-        self.open_signals.append(sig.to_record())
-        if len(self.open_signals) > OPEN_SIGNALS_KEPT:
-            del self.open_signals[: len(self.open_signals) - OPEN_SIGNALS_KEPT]
+    def _hits(self, strategy: str) -> tuple[int, int]:
+        st = self.tracker.stats.get(strategy)
+        return (st.wins, st.closed) if st is not None else (0, 0)
 
     def _restore(self, state: EngineState) -> None:
         self.cooldowns = Cooldowns(state.cooldowns)
@@ -415,11 +411,17 @@ class Engine:
 
     def _save_state(self) -> None:
         self.cooldowns.prune(self.clock.now() - 1)
+        positions, stats = self.tracker.snapshot()
+        self.metrics.open_signals.set(len(positions))
+        if self.consensus is not None:
+            for name in {i.name for i in self.instances} | set(stats):
+                self.metrics.consensus_weight.labels(name).set(self.consensus.weight(name))
         doc = EngineState(
             saved_at=time.time(),
             cooldowns=self.cooldowns.snapshot(),
-            open_signals=self.open_signals,
+            open_signals=positions,
             consensus=self.consensus.snapshot() if self.consensus is not None else {},
+            outcomes={"stats": stats},
         )
         try:
             self.store.save(doc)

@@ -125,6 +125,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from engine.config import resolve_path
+    from engine.state import StateStore
+    from engine.stats import render, stats_rows
+
+    config, problems = load_config(args.config)
+    if config is None:
+        print_problems(problems)
+        return EXIT_CONFIG
+    state_dir = args.state or resolve_path(config.settings.engine.state_dir)
+    if not (state_dir / "engine.json").exists():
+        print(f"no state yet in {state_dir} (the engine has not saved any)", file=sys.stderr)
+        return EXIT_RUNTIME
+    state = StateStore(state_dir).load()
+    print(render(stats_rows(config, state.outcomes.get("stats", {}))))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine", description="Run crypto trading-signal strategies as plugins of one engine."
@@ -150,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_plugins = sub.add_parser("plugins", help="list plugin instances and installed plugins")
     with_config(p_plugins)
     p_plugins.set_defaults(func=cmd_plugins)
+
+    p_stats = sub.add_parser(
+        "stats", help="per-strategy signal outcomes (TP/SL counts, win rate, avg R) and weights"
+    )
+    with_config(p_stats)
+    p_stats.add_argument(
+        "--state", type=Path, default=None, help="state directory (overrides engine.state_dir)"
+    )
+    p_stats.set_defaults(func=cmd_stats)
     return parser
 
 

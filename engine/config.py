@@ -124,6 +124,19 @@ class ConsensusSection(Section):
     default_weight: float = Field(1.0, gt=0, description="Weight of strategies not in `weights`.")
     min_rr: float = Field(1.7, gt=0, description="R:R gate before score-based relaxation.")
     memory_hours: float = Field(2.0, gt=0, description="How long an alert id remembers its contributors.")
+    adaptive_weights: bool = Field(False, description="Scale each weight by the strategy's tracked hit rate.")
+    adaptive_min_factor: float = Field(
+        0.5, gt=0, description="Lowest multiplier adaptive weighting may apply."
+    )
+    adaptive_max_factor: float = Field(
+        1.5, gt=0, description="Highest multiplier adaptive weighting may apply."
+    )
+
+
+class OutcomesSection(Section):
+    expiry_hours: float | None = Field(
+        None, gt=0, description="Close a signal as EXPIRED after this many hours; unset = never (spec)."
+    )
 
 
 class ConsoleSinkSection(Section):
@@ -167,6 +180,7 @@ class EngineSettings(BaseSettings):
     consensus: ConsensusSection = Field(default_factory=ConsensusSection)
     sinks: SinksSection = Field(default_factory=SinksSection)
     risk: RiskSection = Field(default_factory=RiskSection)
+    outcomes: OutcomesSection = Field(default_factory=OutcomesSection)
 
     @classmethod
     def settings_customise_sources(

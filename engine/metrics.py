@@ -55,6 +55,28 @@ class Metrics:
         self.consensus = Counter(
             "engine_consensus_total", "Consensus alerts, by kind (new, update).", ["kind"], registry=r
         )
+        self.outcomes = Counter(
+            "engine_outcomes_total",
+            "Closed signals, by strategy and result (TP1, TP2, TP3, SL, EXPIRED).",
+            ["strategy", "result"],
+            registry=r,
+        )
+        self.win_rate = Gauge(
+            "engine_strategy_win_rate",
+            "Share of closed signals that reached TP1 or better.",
+            ["strategy"],
+            registry=r,
+        )
+        self.avg_r = Gauge(
+            "engine_strategy_avg_r", "Mean R multiple of closed signals.", ["strategy"], registry=r
+        )
+        self.open_signals = Gauge("engine_open_signals", "Signals being tracked.", registry=r)
+        self.consensus_weight = Gauge(
+            "engine_consensus_weight",
+            "Current consensus weight (adaptive when enabled).",
+            ["strategy"],
+            registry=r,
+        )
         # market
         self.exchange_requests = Counter(
             "engine_exchange_requests_total",

@@ -15,16 +15,21 @@ from typing import Any, Protocol
 
 from engine.market.candles import Candles
 from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
+from engine.metrics import Metrics
 from engine.plugins.base import DataNeeds, Window
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.model import Signal
+from engine.signals.outcomes import OutcomeEvent, OutcomeTracker
 from engine.sinks.base import SinkEvent
-from engine.sinks.console import format_consensus, format_signal
+from engine.sinks.console import format_consensus, format_outcome, format_signal
 
 log = logging.getLogger("engine.pipeline")
+
+# Bars fetched for a series watched only because it has open signals.
+OUTCOME_LOOKBACK = 50
 
 
 class CandleSource(Protocol):
@@ -70,7 +75,8 @@ class Pipeline:
         consensus: ConsensusAggregator | None,
         journal: JournalWriter,
         publisher: Publisher,
-        on_signal: Callable[[Signal], None] | None = None,
+        tracker: OutcomeTracker | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.exchange = exchange
         self.market = market
@@ -79,7 +85,8 @@ class Pipeline:
         self.consensus = consensus
         self.journal = journal
         self.publisher = publisher
-        self.on_signal = on_signal
+        self.tracker = tracker
+        self.metrics = metrics
         self._last_bar: dict[tuple[str, str], int] = {}
         self._failing: set[str] = set()
 
@@ -95,6 +102,10 @@ class Pipeline:
                     wanted[key] = max(wanted.get(key, 0), needs.lookback)
                 if not needs.ohlcv_only:
                     snaps[(sym, needs)] = None
+        if self.tracker is not None:
+            # open signals keep being followed even when their strategy is not due this tick
+            for key in self.tracker.watched():
+                wanted.setdefault(key, OUTCOME_LOOKBACK)
         keys = list(wanted)
         snap_keys = list(snaps)
         results = await asyncio.gather(
@@ -112,6 +123,10 @@ class Pipeline:
             if self._ok(f"market snapshot for {skey[0]}", res):
                 assert isinstance(res, Snapshot)
                 snapshots[skey] = res
+        if self.tracker is not None:
+            for (sym, tf), candles in data.items():
+                for ev in self.tracker.update(sym, tf, candles):
+                    self.emit_outcome(ev)
         emitted: list[Signal] = []
         for inst in due:
             for sym in inst.symbols:
@@ -197,19 +212,39 @@ class Pipeline:
         )
         return Snapshot(ticker, trades, book, funding)
 
+    def _history(self, strategy: str) -> dict[str, Any]:
+        if self.tracker is None or strategy not in self.tracker.stats:
+            return {}
+        return {"history": self.tracker.stats[strategy].summary()}
+
     def emit(self, sig: Signal) -> None:
-        """Journal first, then consensus and sinks."""
+        """Journal first, then outcome tracking, consensus and sinks."""
         rec = sig.to_record()
         self.journal.append(rec)
-        if self.on_signal is not None:
-            self.on_signal(sig)
-        self.publisher.publish(SinkEvent("signal", rec, format_signal(sig)))
+        if self.tracker is not None:
+            self.tracker.track(sig)
+        self.publisher.publish(SinkEvent("signal", rec, format_signal(sig), self._history(sig.strategy)))
         if self.consensus is None:
             return
         agreed = self.consensus.add(sig)
         if agreed is not None:
             crec = agreed.to_record()
             self.journal.append(crec)
-            if self.on_signal is not None:
-                self.on_signal(agreed)
-            self.publisher.publish(SinkEvent("consensus", crec, format_consensus(crec)))
+            if self.tracker is not None:
+                self.tracker.track(agreed)
+            if self.metrics is not None:
+                self.metrics.consensus.labels(str(agreed.metadata.get("alert", "new"))).inc()
+            self.publisher.publish(
+                SinkEvent("consensus", crec, format_consensus(crec), self._history("consensus"))
+            )
+
+    def emit_outcome(self, ev: OutcomeEvent) -> None:
+        """A level was hit: journal it, count it, tell the sinks."""
+        rec = ev.to_record()
+        self.journal.append(rec)
+        if self.metrics is not None and ev.final and self.tracker is not None:
+            self.metrics.outcomes.labels(ev.strategy, ev.result).inc()
+            summary = self.tracker.stats[ev.strategy].summary()
+            self.metrics.win_rate.labels(ev.strategy).set(summary["win_rate"] or 0.0)
+            self.metrics.avg_r.labels(ev.strategy).set(summary["avg_r"] or 0.0)
+        self.publisher.publish(SinkEvent("outcome", rec, format_outcome(rec), self._history(ev.strategy)))

@@ -54,6 +54,7 @@ class EngineState(BaseModel):
     open_signals: list[dict[str, Any]] = []
     consensus: dict[str, Any] = {}
     sinks: dict[str, Any] = {}
+    outcomes: dict[str, Any] = {}
 
     @classmethod
     def empty(cls) -> EngineState:

@@ -132,6 +132,20 @@ def test_run_probe_stop_restart(tmp_path: Path) -> None:
     cooldowns = {k: v for k, v in saved["cooldowns"].items() if k.startswith("psar|")}
     assert cooldowns, "psar signals must have left cooldowns in the state file"
     n_before = len(journal(state))
+    stats = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "stats", "--config", str(config), "--state", str(state)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stats.returncode == 0, stats.stderr
+    header, *rows = stats.stdout.splitlines()
+    assert header.split()[:3] == ["STRATEGY", "SIGNALS", "OPEN"]
+    psar_row = next(r.split() for r in rows if r.startswith("psar"))
+    assert int(psar_row[1]) == sum(
+        1 for r in journal(state) if r.get("strategy") == "psar" and r.get("kind") == "signal"
+    )
 
     # Restart: the replay starts over from the same bar; cooldowns restored from state must keep
     # psar from repeating any signal inside its 1-day cooldown.

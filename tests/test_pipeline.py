@@ -41,10 +41,10 @@ class Recorder:
         self.events: list[tuple[str, Any]] = []
 
     def append(self, record: dict[str, Any]) -> None:
-        self.events.append(("journal", record["id"]))
+        self.events.append(("journal", record.get("id")))
 
     def publish(self, event: SinkEvent) -> None:
-        self.events.append(("sink", event.record["id"]))
+        self.events.append(("sink", event.record.get("id")))
 
 
 def inst(
@@ -163,3 +163,33 @@ async def test_missing_snapshot_skips_only_that_strategy() -> None:
     snap = PluginInstance("ft", "frames_and_ticker", "test", s, ("ETH/BTC",), "5m", None, 0)
     out = await pipeline(market, rec, m).tick(0.0, [snap, inst("plain")])
     assert s.seen == [] and [x.strategy for x in out] == ["plain"]
+
+
+async def test_outcomes_are_tracked_journaled_and_published() -> None:
+    from engine.signals.outcomes import OutcomeTracker
+
+    m, rec = Metrics(), Recorder()
+    market = FakeMarket(make_candles(np.linspace(1.0, 1.1, 10)))
+    tracker = OutcomeTracker()
+    p = Pipeline(
+        exchange="binance",
+        market=market,
+        runner=SafeRunner(m),
+        builder=SignalBuilder(Cooldowns(), m),
+        consensus=None,
+        journal=rec,
+        publisher=rec,
+        tracker=tracker,
+        metrics=m,
+    )
+    a = inst("a", cooldown=10**6)
+    (sig,) = await p.tick(0.0, [a])
+    assert sig.id in tracker.open
+    # the next bar jumps far above every target: TP1..TP3 in one candle, closed at TP3
+    market.data = make_candles([*np.linspace(1.0, 1.1, 10), 2.0])
+    await p.tick(1.0, [a])
+    assert sig.id not in tracker.open
+    outcome_ids = [e for e in rec.events if e[1] is None]
+    assert outcome_ids == [("journal", None), ("sink", None)] * 3  # TP1, TP2, TP3, each journaled first
+    assert m.registry.get_sample_value("engine_outcomes_total", {"strategy": "a", "result": "TP3"}) == 1
+    assert m.registry.get_sample_value("engine_strategy_win_rate", {"strategy": "a"}) == 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,20 @@ class ConsensusSettings:
     min_rr: float = 1.7
     memory_hours: float = 2.0
     default_weight: float = 1.0
+    adaptive: bool = False
+    adaptive_min_factor: float = 0.5
+    adaptive_max_factor: float = 1.5
+
+
+HitCounts = Callable[[str], tuple[int, int]]
+"""strategy → (wins, closed) from the outcome tracker."""
+
+
+def hit_rate_factor(wins: int, closed: int, lo: float, hi: float) -> float:
+    """Weight multiplier from a tracked hit rate: Laplace-smoothed so a new strategy starts at
+    1.0 (one virtual win and loss), relative to a coin flip, clamped to [lo, hi]."""
+    p = (wins + 1) / (closed + 2)
+    return min(max(p / 0.5, lo), hi)
 
 
 def strength_label(score: float) -> str:
@@ -56,19 +70,33 @@ class ConsensusAggregator:
     """Groups signals by (symbol, direction, timeframe) within a sliding window."""
 
     def __init__(
-        self, settings: ConsensusSettings, weights: Mapping[str, float], plugin_of: Mapping[str, str]
+        self,
+        settings: ConsensusSettings,
+        weights: Mapping[str, float],
+        plugin_of: Mapping[str, str],
+        hits: HitCounts | None = None,
     ):
         self.settings = settings
         self.weights = dict(weights)
+        self.hits = hits
         # instance name → plugin name, so "psar_fast" weighs like psar unless configured itself
         self.plugin_of = dict(plugin_of)
         self._recent: dict[tuple[str, str, str], deque[Signal]] = {}
         self._memory: dict[str, dict[str, Any]] = {}
 
-    def weight(self, strategy: str) -> float:
+    def base_weight(self, strategy: str) -> float:
         if strategy in self.weights:
             return self.weights[strategy]
         return self.weights.get(self.plugin_of.get(strategy, strategy), self.settings.default_weight)
+
+    def weight(self, strategy: str) -> float:
+        """Configured weight, scaled by the strategy's tracked hit rate when adaptive."""
+        base = self.base_weight(strategy)
+        if not self.settings.adaptive or self.hits is None:
+            return base
+        wins, closed = self.hits(strategy)
+        st = self.settings
+        return base * hit_rate_factor(wins, closed, st.adaptive_min_factor, st.adaptive_max_factor)
 
     def add(self, sig: Signal) -> Signal | None:
         """Record a strategy signal; return a consensus Signal when it triggers a NEW or UPDATE alert."""

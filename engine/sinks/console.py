@@ -55,6 +55,22 @@ def format_signal(signal: Signal) -> str:
     return "  ".join(parts)
 
 
+def format_outcome(record: Mapping[str, Any]) -> str:
+    """The console line for a signal's progress: which level was hit, at what R."""
+    price = float(record.get("price", math.nan))
+    fmt = _price_format([price])
+    state = "closed" if record.get("final") else "open"
+    result = record.get("result")
+    event = record.get("event")
+    what = str(event) if result == event else f"{event} (result {result})"
+    return (
+        f"{record.get('at', '?')}  OUTCOME {record.get('strategy', '?')} {record.get('symbol', '?')} "
+        f"{record.get('timeframe', '?')} {record.get('direction', '?')}  {what} at {fmt.format(price)}  "
+        f"{float(record.get('r_multiple', 0.0)):+.2f}R  "
+        f"{float(record.get('pnl_percent', 0.0)):+.2f}%  ({state})"
+    )
+
+
 def _field(record: Mapping[str, Any], key: str) -> Any:
     """A consensus value from the top level, else from `metadata` (the Signal-record shape)."""
     value = record.get(key)

@@ -113,3 +113,24 @@ def test_snapshot_restore_keeps_memory() -> None:
     b = agg()
     b.restore(a.snapshot())
     assert b.add(sig("psar", 0, 10.2, 9.8, (10.6, 11.0))) is None  # remembered: no repeat NEW
+
+
+def test_adaptive_weights_follow_hit_rate() -> None:
+    record = {"harmonic": (0, 10), "candlestick": (9, 10)}
+    a = ConsensusAggregator(
+        ConsensusSettings(adaptive=True), DEFAULT_WEIGHTS, {}, hits=lambda s: record.get(s, (0, 0))
+    )
+    assert a.weight("harmonic") == pytest.approx(2.0 * 0.5)  # losing: clamped at the floor
+    assert a.weight("candlestick") == pytest.approx(1.5)  # (9+1)/(10+2)/0.5 = 1.67, clamped at 1.5
+    assert a.weight("psar") == pytest.approx(0.75)  # nothing closed yet: Laplace gives 1.0
+    # the spec example no longer reaches 3.0 once harmonic keeps losing
+    a.add(sig("psar", 20, 10.2, 9.8, (10.6, 11.0)))
+    a.add(sig("candlestick", 10, 10.1, 9.7, (10.7, 11.1)))
+    assert a.add(sig("harmonic", 3, 10.0, 9.6, (10.8, 11.2))) is not None  # 0.75 + 1.5 + 1.0 = 3.25
+    record["candlestick"] = (5, 10)
+    b = ConsensusAggregator(
+        ConsensusSettings(adaptive=True), DEFAULT_WEIGHTS, {}, hits=lambda s: record.get(s, (0, 0))
+    )
+    b.add(sig("psar", 20, 10.2, 9.8, (10.6, 11.0)))
+    b.add(sig("candlestick", 10, 10.1, 9.7, (10.7, 11.1)))
+    assert b.add(sig("harmonic", 3, 10.0, 9.6, (10.8, 11.2))) is None  # 0.75 + 1.0 + 1.0 = 2.75

@@ -141,3 +141,25 @@ async def test_console_sink_prints_one_flushed_line_per_event() -> None:
     assert out.getvalue().endswith("\n")
     assert out.flushes >= 2
     assert sink.name == "console"
+
+
+def test_outcome_line_says_what_was_hit_and_the_r() -> None:
+    from engine.sinks.console import format_outcome
+
+    line = format_outcome(
+        {
+            "at": "2018-01-12T05:00:00Z",
+            "strategy": "psar",
+            "symbol": "ETH/BTC",
+            "timeframe": "5m",
+            "direction": "LONG",
+            "event": "SL",
+            "result": "TP1",
+            "final": True,
+            "price": 0.0951,
+            "r_multiple": 2.0,
+            "pnl_percent": -1.5,
+        }
+    )
+    assert line.startswith("2018-01-12T05:00:00Z  OUTCOME psar ETH/BTC 5m LONG")
+    assert "SL (result TP1) at 0.0951" in line and "+2.00R" in line and "(closed)" in line

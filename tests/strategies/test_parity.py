@@ -19,7 +19,18 @@ from engine.signals.levels import RiskSettings
 from engine.signals.model import Candidate
 
 PAIRS = ["ETH-BTC", "LTC-BTC"]
-ALL_PAIRS = ["ETH-BTC", "LTC-BTC", "ADA-BTC", "XMR-BTC", "DASH-BTC", "ZEC-BTC", "ETC-BTC", "XLM-BTC", "TRX-BTC", "NXT-BTC"]
+ALL_PAIRS = [
+    "ETH-BTC",
+    "LTC-BTC",
+    "ADA-BTC",
+    "XMR-BTC",
+    "DASH-BTC",
+    "ZEC-BTC",
+    "ETC-BTC",
+    "XLM-BTC",
+    "TRX-BTC",
+    "NXT-BTC",
+]
 HISTORY_BARS = 3000
 
 # Strategies whose default parameters emit no valid signal on the bundled 2018 data; each one's
@@ -103,9 +114,7 @@ def test_fires_valid_signals_on_real_data_with_defaults(
     sample_candles: Callable[[str], Candles],
 ) -> None:
     strategy = build(cls)
-    valid = sum(
-        c.levels.valid for pair in ALL_PAIRS for c in strategy.evaluate(window(sample_candles(pair)))
-    )
+    valid = sum(c.levels.valid for pair in ALL_PAIRS for c in strategy.evaluate(window(sample_candles(pair))))
     if cls.name in SILENT_ON_SAMPLE:
         assert valid == 0, f"{cls.name} now fires on the sample: take it off SILENT_ON_SAMPLE and its doc"
     else:

@@ -1,0 +1,292 @@
+"""Outcome tracking: what happened to every emitted signal (spec §3, issue 5).
+
+A signal is open from its bar's close. Each later closed candle of its market moves it along
+the ladder TP1 → TP2 → TP3 (closed at the last target), or stops it out, or expires it after
+`expiry_seconds`. When one candle touches both the stop and the next target we cannot know
+which came first, so the stop is counted (conservative). TP1 is a full win (no partials): a
+signal stopped out after TP1 closes as TP1, at TP1's R. Live and replay use this same class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.market.candles import Candles
+from engine.signals.model import Direction, Signal, iso_utc
+from engine.timeframes import timeframe_seconds
+
+RESULTS = ("TP1", "TP2", "TP3", "SL", "EXPIRED")
+
+
+@dataclass(slots=True)
+class Position:
+    """Tracking state of one open signal (mutable: it moves along its ladder)."""
+
+    signal_id: str
+    strategy: str
+    symbol: str
+    timeframe: str
+    direction: Direction
+    entry: float
+    stop_loss: float
+    take_profits: tuple[float, ...]
+    opened_ms: int
+    last_seen_ms: int
+    reached: int = 0  # how many targets have been hit
+
+    @property
+    def risk(self) -> float:
+        return abs(self.entry - self.stop_loss)
+
+    def r_at(self, price: float) -> float:
+        return self.direction.sign * (price - self.entry) / self.risk if self.risk > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["direction"] = self.direction.value
+        d["take_profits"] = list(self.take_profits)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Position:
+        return cls(
+            signal_id=str(d["signal_id"]),
+            strategy=str(d["strategy"]),
+            symbol=str(d["symbol"]),
+            timeframe=str(d["timeframe"]),
+            direction=Direction(d["direction"]),
+            entry=float(d["entry"]),
+            stop_loss=float(d["stop_loss"]),
+            take_profits=tuple(float(x) for x in d["take_profits"]),
+            opened_ms=int(d["opened_ms"]),
+            last_seen_ms=int(d["last_seen_ms"]),
+            reached=int(d.get("reached", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEvent:
+    """A step of a signal's life: a target hit, a stop, an expiry. `final` closes the signal."""
+
+    signal_id: str
+    strategy: str
+    symbol: str
+    timeframe: str
+    direction: Direction
+    event: str
+    result: str
+    final: bool
+    price: float
+    at_ms: int
+    r_multiple: float
+    pnl_percent: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "outcome",
+            "signal_id": self.signal_id,
+            "strategy": self.strategy,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "direction": self.direction.value,
+            "event": self.event,
+            "result": self.result,
+            "final": self.final,
+            "price": self.price,
+            "at": iso_utc(self.at_ms),
+            "bar_close_ms": self.at_ms,
+            "r_multiple": round(self.r_multiple, 6),
+            "pnl_percent": round(self.pnl_percent, 6),
+        }
+
+
+@dataclass(slots=True)
+class StrategyStats:
+    """Closed-signal tallies of one strategy (or of "consensus")."""
+
+    signals: int = 0
+    tp1: int = 0
+    tp2: int = 0
+    tp3: int = 0
+    sl: int = 0
+    expired: int = 0
+    sum_r: float = 0.0
+
+    @property
+    def closed(self) -> int:
+        return self.tp1 + self.tp2 + self.tp3 + self.sl + self.expired
+
+    @property
+    def wins(self) -> int:
+        return self.tp1 + self.tp2 + self.tp3
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.closed if self.closed else None
+
+    @property
+    def avg_r(self) -> float | None:
+        return self.sum_r / self.closed if self.closed else None
+
+    def record(self, result: str, r: float) -> None:
+        setattr(self, result.lower(), getattr(self, result.lower()) + 1)
+        self.sum_r += r
+
+    def summary(self) -> dict[str, Any]:
+        """The public view: counts, win rate and average R (None until something closed)."""
+        wr, ar = self.win_rate, self.avg_r
+        return {
+            "signals": self.signals,
+            "tp1": self.tp1,
+            "tp2": self.tp2,
+            "tp3": self.tp3,
+            "sl": self.sl,
+            "expired": self.expired,
+            "closed": self.closed,
+            "open": self.signals - self.closed,
+            "win_rate": None if wr is None else round(wr, 4),
+            "avg_r": None if ar is None else round(ar, 4),
+        }
+
+
+@dataclass(slots=True)
+class OutcomeTracker:
+    """Open positions plus per-strategy statistics; fed closed candles, emits OutcomeEvents."""
+
+    expiry_seconds: float | None = None
+    open: dict[str, Position] = field(default_factory=dict)
+    stats: dict[str, StrategyStats] = field(default_factory=dict)
+
+    def track(self, sig: Signal) -> None:
+        """Start tracking an emitted signal (idempotent on its id)."""
+        st = self.stats.setdefault(sig.strategy, StrategyStats())
+        if sig.id in self.open or not sig.take_profits:
+            return
+        st.signals += 1
+        self.open[sig.id] = Position(
+            sig.id,
+            sig.strategy,
+            sig.symbol,
+            sig.timeframe,
+            sig.direction,
+            sig.entry,
+            sig.stop_loss,
+            tuple(sig.take_profits),
+            sig.bar_close_ms,
+            sig.bar_close_ms,
+        )
+
+    def watched(self) -> set[tuple[str, str]]:
+        """(symbol, timeframe) series that have open signals."""
+        return {(p.symbol, p.timeframe) for p in self.open.values()}
+
+    def update(self, symbol: str, timeframe: str, candles: Candles) -> list[OutcomeEvent]:
+        """Walk every open signal of this series through the candles it has not seen yet."""
+        events: list[OutcomeEvent] = []
+        tf_ms = timeframe_seconds(timeframe) * 1000
+        for pos in [p for p in self.open.values() if p.symbol == symbol and p.timeframe == timeframe]:
+            closes = candles.ts + tf_ms
+            start = int(closes.searchsorted(pos.last_seen_ms, side="right"))
+            for i in range(start, len(candles)):
+                events.extend(
+                    self._step(
+                        pos,
+                        float(candles.high[i]),
+                        float(candles.low[i]),
+                        float(candles.close[i]),
+                        int(closes[i]),
+                    )
+                )
+                if pos.signal_id not in self.open:
+                    break
+        return events
+
+    def _step(
+        self, pos: Position, high: float, low: float, close: float, close_ms: int
+    ) -> list[OutcomeEvent]:
+        pos.last_seen_ms = close_ms
+        long = pos.direction is Direction.LONG
+        stopped = low <= pos.stop_loss if long else high >= pos.stop_loss
+        out: list[OutcomeEvent] = []
+        if stopped:
+            # Conservative: a stop inside the same candle as a new target wins the tie.
+            if pos.reached:
+                tp = pos.take_profits[pos.reached - 1]
+                out.append(self._close(pos, "SL", f"TP{pos.reached}", pos.stop_loss, close_ms, r_price=tp))
+            else:
+                out.append(self._close(pos, "SL", "SL", pos.stop_loss, close_ms))
+            return out
+        while pos.reached < len(pos.take_profits):
+            tp = pos.take_profits[pos.reached]
+            if not (high >= tp if long else low <= tp):
+                break
+            pos.reached += 1
+            label = f"TP{pos.reached}"
+            if pos.reached == len(pos.take_profits):
+                out.append(self._close(pos, label, label, tp, close_ms))
+                return out
+            out.append(self._event(pos, label, label, False, tp, close_ms))
+        if self.expiry_seconds is not None and close_ms - pos.opened_ms >= self.expiry_seconds * 1000:
+            result = f"TP{pos.reached}" if pos.reached else "EXPIRED"
+            r_price = pos.take_profits[pos.reached - 1] if pos.reached else close
+            out.append(self._close(pos, "EXPIRED", result, close, close_ms, r_price=r_price))
+        return out
+
+    def _event(
+        self,
+        pos: Position,
+        event: str,
+        result: str,
+        final: bool,
+        price: float,
+        at_ms: int,
+        r_price: float | None = None,
+    ) -> OutcomeEvent:
+        r = pos.r_at(price if r_price is None else r_price)
+        pnl = pos.direction.sign * (price - pos.entry) / pos.entry * 100.0
+        return OutcomeEvent(
+            pos.signal_id,
+            pos.strategy,
+            pos.symbol,
+            pos.timeframe,
+            pos.direction,
+            event,
+            result,
+            final,
+            price,
+            at_ms,
+            r,
+            pnl,
+        )
+
+    def _close(
+        self, pos: Position, event: str, result: str, price: float, at_ms: int, r_price: float | None = None
+    ) -> OutcomeEvent:
+        ev = self._event(pos, event, result, True, price, at_ms, r_price)
+        del self.open[pos.signal_id]
+        self.stats.setdefault(pos.strategy, StrategyStats()).record(result, ev.r_multiple)
+        return ev
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {name: st.summary() for name, st in sorted(self.stats.items())}
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(open positions, stats) in plain types for the state file."""
+        stats = {name: asdict(st) for name, st in self.stats.items()}
+        return [p.to_dict() for p in self.open.values()], stats
+
+    def restore(self, open_positions: Iterable[Mapping[str, Any]], stats: Mapping[str, Any]) -> None:
+        for d in open_positions:
+            try:
+                pos = Position.from_dict(d)
+            except (KeyError, ValueError, TypeError):
+                continue  # an open-signal entry from an older state layout: not a position
+            self.open[pos.signal_id] = pos
+        for name, d in stats.items():
+            self.stats[name] = StrategyStats(
+                **{k: v for k, v in dict(d).items() if k in StrategyStats.__slots__}
+            )

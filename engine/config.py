@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigProblem
@@ -148,9 +148,86 @@ class JournalSinkSection(Section):
     file: str = Field("signals.jsonl", description="Journal file name inside state_dir.")
 
 
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+
+def _sink_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http(s) URL with a host, e.g. https://example.com/hook")
+    return v
+
+
+class TelegramSinkSection(Section):
+    """Telegram Bot API `sendMessage`; the bot token comes only from env ENGINE_TELEGRAM_TOKEN."""
+
+    enabled: bool = Field(False, description="Send signals, consensus alerts and outcomes to a Telegram chat.")
+    chat_id: str | None = Field(
+        None,
+        validate_default=True,
+        description="Numeric chat id (e.g. -1001234567890) or @channelusername; required when enabled.",
+    )
+    api_url: str = Field(TELEGRAM_API_URL, description="Bot API base URL (a local Bot API server, a proxy).")
+    token_file: str | None = Field(
+        None, description="File holding the bot token (mode 0600), used when ENGINE_TELEGRAM_TOKEN is unset."
+    )
+    timeout_seconds: float = Field(10.0, gt=0, description="Per-request timeout.")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per message before it is dead-lettered.")
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _chat_id_text(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a chat id number or @channelusername")
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("chat_id")
+    @classmethod
+    def _chat_id(cls, v: str | None, info: ValidationInfo) -> str | None:
+        v = v.strip() if v is not None else None
+        if not v:
+            if info.data.get("enabled"):
+                raise ValueError("required when sinks.telegram.enabled = true")
+            return None
+        if not (v.lstrip("-").isdigit() or (v.startswith("@") and len(v) > 1)):
+            raise ValueError("must be a chat id number (e.g. -1001234567890) or @channelusername")
+        return v
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, v: str) -> str:
+        return _sink_url(v).rstrip("/")
+
+
+class WebhookSinkSection(Section):
+    """POST of each event as JSON, signed with HMAC-SHA256 of env ENGINE_WEBHOOK_SECRET."""
+
+    enabled: bool = Field(False, description="POST every event as signed JSON to `url`.")
+    url: str | None = Field(
+        None, validate_default=True, description="Receiver URL (http or https); required when enabled."
+    )
+    secret_file: str | None = Field(
+        None, description="File holding the signing secret (mode 0600), used when ENGINE_WEBHOOK_SECRET is unset."
+    )
+    timeout_seconds: float = Field(10.0, gt=0, description="Per-request timeout.")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per message before it is dead-lettered.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        v = v.strip() if v is not None else None
+        if not v:
+            if info.data.get("enabled"):
+                raise ValueError("required when sinks.webhook.enabled = true")
+            return None
+        return _sink_url(v)
+
+
 class SinksSection(Section):
     console: ConsoleSinkSection = Field(default_factory=ConsoleSinkSection)
     journal: JournalSinkSection = Field(default_factory=JournalSinkSection)
+    telegram: TelegramSinkSection = Field(default_factory=TelegramSinkSection)
+    webhook: WebhookSinkSection = Field(default_factory=WebhookSinkSection)
     queue_size: int = Field(1000, ge=1, description="Bounded queue per sink.")
 
 

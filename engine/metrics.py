@@ -125,6 +125,19 @@ class Metrics:
             ["sink", "outcome"],
             registry=r,
         )
+        self.sink_retries = Counter(
+            "engine_sink_retries_total",
+            "Failed delivery attempts that were retried, by sink and reason "
+            "(rate_limited, server_error, network, timeout).",
+            ["sink", "reason"],
+            registry=r,
+        )
+        self.sink_redelivered = Counter(
+            "engine_sink_redelivered_total",
+            "Dead letters retried at start-up, by sink and outcome (ok, dead_letter, kept).",
+            ["sink", "outcome"],
+            registry=r,
+        )
         self.state_saves = Counter(
             "engine_state_saves_total", "State snapshots written, by outcome.", ["outcome"], registry=r
         )

@@ -122,16 +122,17 @@ def stage_events(
     return out
 
 
-def session_range(
-    c: Candles, starts: IntArray, lengths: IntArray, size: int
+def session_ranges(
+    c: Candles, starts: IntArray, lengths: IntArray, sizes: IntArray
 ) -> tuple[FloatArray, FloatArray]:
-    """Per session, the max high and min low of its first `size` candles (NaN if it has fewer)."""
-    idx = starts[:, None] + np.arange(size)
-    full = lengths >= size
-    idx = np.minimum(idx, c.high.shape[0] - 1)
-    hi = np.where(full, c.high[idx].max(axis=1), np.nan)
-    lo = np.where(full, c.low[idx].min(axis=1), np.nan)
-    return hi, lo
+    """Per stage (row) and session (column): max high and min low of the session's first
+    `size` candles, NaN for a session with fewer."""
+    width = int(sizes[-1])
+    idx = np.minimum(starts[:, None] + np.arange(width), c.high.shape[0] - 1)
+    hi = np.maximum.accumulate(c.high[idx], axis=1)[:, sizes - 1].T
+    lo = np.minimum.accumulate(c.low[idx], axis=1)[:, sizes - 1].T
+    full = lengths >= sizes[:, None]
+    return np.where(full, hi, np.nan), np.where(full, lo, np.nan)
 
 
 class OrbStrategy(Strategy[OrbParams]):
@@ -180,27 +181,30 @@ class OrbStrategy(Strategy[OrbParams]):
         else:
             vol_ok = np.ones(n, dtype=bool)
 
-        k = 1.0 + p.breakout_buffer_pct / 100.0
-        kd = 1.0 - p.breakout_buffer_pct / 100.0
-        event = np.zeros(n, dtype=np.int8)
-        stage = np.zeros(n, dtype=np.int64)
-        orb_hi = np.full(n, np.nan)
-        orb_lo = np.full(n, np.nan)
-        for size in p.stages:
-            hi, lo = session_range(c, starts, lengths, size)
-            hi_b, lo_b = hi[session], lo[session]
-            active = pos >= size
-            code = np.where(c.close > hi_b * k, 1, np.where(c.close < lo_b * kd, -1, 0))
-            code = np.where(active, code, INACTIVE).astype(np.int8)
-            ev = stage_events(code, vol_ok, session_start, p.min_bars_outside, p.max_cycles)
-            take = (ev != 0) & (event == 0)
-            event[take], stage[take] = ev[take], size
-            orb_hi[take], orb_lo[take] = hi_b[take], lo_b[take]
+        # All stages at once: rows are stages, laid end to end for the run logic. Each row
+        # starts with an INACTIVE bar (position 0 of a session), so no run crosses rows.
+        sizes = np.asarray(p.stages, dtype=np.int64)
+        rows = sizes.shape[0]
+        hi_s, lo_s = session_ranges(c, starts, lengths, sizes)
+        hi, lo = hi_s[:, session], lo_s[:, session]
+        buf = p.breakout_buffer_pct / 100.0
+        code = np.where(c.close > hi * (1.0 + buf), 1, np.where(c.close < lo * (1.0 - buf), -1, 0))
+        code = np.where(pos >= sizes[:, None], code, INACTIVE).astype(np.int8)
+        flat_start = (session_start + n * np.arange(rows)[:, None]).ravel()
+        ev = stage_events(
+            code.ravel(), np.tile(vol_ok, rows), flat_start, p.min_bars_outside, p.max_cycles
+        ).reshape(rows, n)
+        has = ev != 0
+        row = has.argmax(axis=0)  # the first stage, in the configured order, with an event
+        cols = np.arange(n)
+        event = np.where(has.any(axis=0), ev[row, cols], 0)
 
         atr_ = atr(c, p.atr_period, p.atr_mode)
         first = self.lookback - 1
         return [
-            self._candidate(int(i), int(event[i]), int(stage[i]), c, orb_hi[i], orb_lo[i], atr_[i])
+            self._candidate(
+                int(i), int(event[i]), int(sizes[row[i]]), c, hi[row[i], i], lo[row[i], i], atr_[i]
+            )
             for i in np.flatnonzero(event[first:]) + first
         ]
 

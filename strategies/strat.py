@@ -84,12 +84,17 @@ class StratStrategy(Strategy[StratParams]):
     def describe(self) -> dict[str, Any]:
         return {"lookback": self.lookback, "warmup": self.params.warmup}
 
+    def on_load(self) -> None:
+        st = self.risk
+        # TP1/TP2 in units (2/3 by default, from RISK so a config can move them).
+        self._mults: tuple[float, ...] = (st.tp1_mult, st.tp2_mult) + (() if st.tp3_mult is None else (st.tp3_mult,))
+
     # -- rule -------------------------------------------------------------------------------
 
     def evaluate(self, window: Window) -> Sequence[Candidate]:
         c = window.candles
         n = len(c)
-        if n < self.lookback or n < 5:
+        if n < self.lookback:
             return []
         p = self.params
         types = bar_types(c.high, c.low)
@@ -122,36 +127,47 @@ class StratStrategy(Strategy[StratParams]):
         long_ = (setup >= 0) & bull & (close > s_high) & (close > sma)
         short = (setup >= 0) & ~bull & (close < s_low) & (close < sma)
 
-        atr_ = atr(c, p.atr_period, p.atr_mode)
-        out: list[Candidate] = []
-        for i in bars_from(long_ | short, self.lookback - 1):
-            direction = Direction.LONG if long_[i] else Direction.SHORT
-            out.append(self._candidate(i, direction, int(setup[i]), window, types, float(sma[i]), float(atr_[i])))
-        return out
+        idx = bars_from(long_ | short, self.lookback - 1)
+        if not idx:
+            return []
+        atr_ = atr(c, p.atr_period, p.atr_mode)[idx]
+        is_long = long_[idx]
+        entry = close[idx]
+        sl = np.where(is_long, s_low[idx], s_high[idx])
+        risk = np.abs(entry - sl)
+        unit = np.where(np.isfinite(atr_), np.maximum(risk, atr_), risk)
+        seqs = ["-".join(TYPE_NAME[t] for t in types[i - 3 : i].tolist()) for i in idx]
+        return [
+            self._candidate(*row)
+            for row in zip(
+                idx,
+                is_long.tolist(),
+                setup[idx].tolist(),
+                seqs,
+                entry.tolist(),
+                sl.tolist(),
+                unit.tolist(),
+                sma[idx].tolist(),
+                atr_.tolist(),
+                strict=True,
+            )
+        ]
 
     # -- levels -----------------------------------------------------------------------------
 
     def _candidate(
-        self, i: int, direction: Direction, setup: int, window: Window, types: IntArray, sma: float, atr_: float
+        self, i: int, long_: bool, setup: int, seq: str, entry: float, sl: float, unit: float, sma: float, atr_: float
     ) -> Candidate:
         """Fixed-R off the setup bar's far side: unit = max(risk, ATR), TP1/TP2 at 2/3 units, no gate.
 
         The spec sizes targets from the setup, not the calculator's R:R and stop-distance gates,
         so only the side and ordering rules apply (the trigger already puts the stop on the
-        losing side).
+        losing side). The original built the signal with an undefined stop variable and crashed
+        (spec defect); the stop is the setup bar's low (LONG) or high (SHORT).
         """
-        c = window.candles
-        entry = float(c.close[i])
-        long_ = direction is Direction.LONG
-        sl = float(c.low[i - 1] if long_ else c.high[i - 1])
-        unit = max(abs(entry - sl), atr_) if np.isfinite(atr_) else abs(entry - sl)
-        st = self.risk
-        mults = (st.tp1_mult, st.tp2_mult) + (() if st.tp3_mult is None else (st.tp3_mult,))
-        levels = self.levels.fixed_r(direction, entry, sl, mults, unit=unit, gate=False)
+        direction = Direction.LONG if long_ else Direction.SHORT
+        levels = self.levels.fixed_r(direction, entry, sl, self._mults, unit=unit, gate=False)
         name = SETUP_NAMES[setup]
-        seq = "-".join(TYPE_NAME[int(t)] for t in types[i - 3 : i])
-        side = "above the setup high" if long_ else "below the setup low"
-        trend = "above" if long_ else "below"
         kind = name if setup >= len(COMBOS) else f"{name} {'bullish' if long_ else 'bearish'}"
         return Candidate(
             bar=i,
@@ -159,8 +175,8 @@ class StratStrategy(Strategy[StratParams]):
             levels=levels,
             rationale=(
                 f"{kind} setup (bar types {seq})",
-                f"trigger bar closed {side}",
-                f"close {trend} SMA({self.params.sma_period}) {sma:.8g}",
+                "trigger bar closed above the setup high" if long_ else "trigger bar closed below the setup low",
+                f"close {'above' if long_ else 'below'} SMA({self.params.sma_period}) {sma:.8g}",
             ),
             metadata={"setup": name, "bar_types": seq, "sma": sma, "atr": atr_, "unit": unit},
         )

@@ -13,11 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.market.candles import Candles
+import numpy as np
+import numpy.typing as npt
+
+from engine.market.candles import Candles, IntArray
 from engine.signals.model import Direction, Signal, iso_utc
 from engine.timeframes import timeframe_seconds
 
 RESULTS = ("TP1", "TP2", "TP3", "SL", "EXPIRED")
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -183,55 +187,58 @@ class OutcomeTracker:
         return {(p.symbol, p.timeframe) for p in self.open.values()}
 
     def update(self, symbol: str, timeframe: str, candles: Candles) -> list[OutcomeEvent]:
-        """Walk every open signal of this series through the candles it has not seen yet."""
+        """Walk every open signal of this series through the candles it has not seen yet.
+
+        Live passes one new candle per close; replay may pass a long stretch at once. Each
+        position is resolved with a few array searches instead of a loop over bars, with the
+        same rule a bar-by-bar walk would apply (stop first, then the ladder, then expiry).
+        """
         events: list[OutcomeEvent] = []
+        if len(candles) == 0:
+            return events
         tf_ms = timeframe_seconds(timeframe) * 1000
+        closes = candles.ts + tf_ms
         for pos in [p for p in self.open.values() if p.symbol == symbol and p.timeframe == timeframe]:
-            closes = candles.ts + tf_ms
             start = int(closes.searchsorted(pos.last_seen_ms, side="right"))
-            for i in range(start, len(candles)):
-                events.extend(
-                    self._step(
-                        pos,
-                        float(candles.high[i]),
-                        float(candles.low[i]),
-                        float(candles.close[i]),
-                        int(closes[i]),
-                    )
-                )
-                if pos.signal_id not in self.open:
-                    break
+            if start < len(candles):
+                events.extend(self._walk(pos, candles, closes, start))
         return events
 
-    def _step(
-        self, pos: Position, high: float, low: float, close: float, close_ms: int
-    ) -> list[OutcomeEvent]:
-        pos.last_seen_ms = close_ms
+    def _walk(self, pos: Position, c: Candles, closes: IntArray, start: int) -> list[OutcomeEvent]:
+        hi, lo, cl, ts = c.high[start:], c.low[start:], c.close[start:], closes[start:]
+        n = len(ts)
         long = pos.direction is Direction.LONG
-        stopped = low <= pos.stop_loss if long else high >= pos.stop_loss
+
+        def first(mask: BoolArray) -> int:
+            return int(mask.argmax()) if mask.any() else n
+
+        j_stop = first(lo <= pos.stop_loss if long else hi >= pos.stop_loss)
+        j_exp = n
+        if self.expiry_seconds is not None:
+            j_exp = first(ts - pos.opened_ms >= self.expiry_seconds * 1000)
         out: list[OutcomeEvent] = []
-        if stopped:
-            # Conservative: a stop inside the same candle as a new target wins the tie.
-            if pos.reached:
-                tp = pos.take_profits[pos.reached - 1]
-                out.append(self._close(pos, "SL", f"TP{pos.reached}", pos.stop_loss, close_ms, r_price=tp))
-            else:
-                out.append(self._close(pos, "SL", "SL", pos.stop_loss, close_ms))
-            return out
         while pos.reached < len(pos.take_profits):
             tp = pos.take_profits[pos.reached]
-            if not (high >= tp if long else low <= tp):
+            j = first(hi >= tp if long else lo <= tp)
+            # a stop inside the same candle as the target wins the tie (conservative)
+            if not (j < j_stop and j <= j_exp):
                 break
             pos.reached += 1
             label = f"TP{pos.reached}"
             if pos.reached == len(pos.take_profits):
-                out.append(self._close(pos, label, label, tp, close_ms))
+                out.append(self._close(pos, label, label, tp, int(ts[j])))
                 return out
-            out.append(self._event(pos, label, label, False, tp, close_ms))
-        if self.expiry_seconds is not None and close_ms - pos.opened_ms >= self.expiry_seconds * 1000:
+            out.append(self._event(pos, label, label, False, tp, int(ts[j])))
+        tp_r = pos.take_profits[pos.reached - 1] if pos.reached else None
+        if j_stop < n and j_stop <= j_exp:
+            result = f"TP{pos.reached}" if pos.reached else "SL"
+            out.append(self._close(pos, "SL", result, pos.stop_loss, int(ts[j_stop]), r_price=tp_r))
+        elif j_exp < n:
             result = f"TP{pos.reached}" if pos.reached else "EXPIRED"
-            r_price = pos.take_profits[pos.reached - 1] if pos.reached else close
-            out.append(self._close(pos, "EXPIRED", result, close, close_ms, r_price=r_price))
+            price = float(cl[j_exp])
+            out.append(self._close(pos, "EXPIRED", result, price, int(ts[j_exp]), r_price=tp_r))
+        else:
+            pos.last_seen_ms = int(ts[-1])
         return out
 
     def _event(

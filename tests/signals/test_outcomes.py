@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.market.candles import Candles
 from engine.signals.model import Direction, Signal
@@ -98,3 +100,25 @@ def test_other_series_and_duplicate_tracking_are_ignored() -> None:
     assert tr.update("LTC/BTC", "5m", candles([(200, 1)])) == []
     assert tr.update("ETH/BTC", "15m", candles([(200, 1)])) == []
     assert tr.summary()["psar"]["signals"] == 1
+
+
+@given(
+    st.lists(st.tuples(st.floats(80, 140), st.floats(0, 30)), min_size=1, max_size=40),
+    st.sampled_from([Direction.LONG, Direction.SHORT]),
+    st.one_of(st.none(), st.integers(1, 30)),
+)
+@settings(max_examples=200, deadline=None)
+def test_one_batch_equals_candle_by_candle(
+    bars: list[tuple[float, float]], direction: Direction, expiry_bars: int | None
+) -> None:
+    """Replay hands long stretches at once, live one candle per close: both must agree."""
+    hl = [(mid + spread / 2, mid - spread / 2) for mid, spread in bars]
+    c = candles(hl)
+    expiry = None if expiry_bars is None else expiry_bars * 300
+    batch, stepwise = OutcomeTracker(expiry_seconds=expiry), OutcomeTracker(expiry_seconds=expiry)
+    batch.track(signal(direction))
+    stepwise.track(signal(direction))
+    a = batch.update("ETH/BTC", "5m", c)
+    b = [e for i in range(len(c)) for e in stepwise.update("ETH/BTC", "5m", c.slice(0, i + 1))]
+    assert a == b
+    assert batch.summary() == stepwise.summary()

@@ -1,0 +1,255 @@
+"""diy - nine indicators vote, weighted by whether the market trends (spec §4.7).
+
+Each indicator casts a vote (LONG, SHORT or NEUTRAL) with a strength in 0-100. Trend-following
+votes count double when ADX says the market trends and mean-reversion votes count double when
+it does not, so the same nine indicators read a trend and a range differently. A side's score
+is its weighted strengths over 900 (nine votes of 100); a signal needs one side at 60% or more,
+ahead of the other - that percentage is the confidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import talib
+from pydantic import Field
+
+from engine.market.candles import Candles, FloatArray
+from engine.plugins.base import Strategy, StrategyParams, Window
+from engine.signals.model import Candidate, Direction
+from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr, bars_from
+
+# Bars the original fetched per scan; the engine adds `warmup` on top (see `lookback`).
+DATA_BARS = 300
+# Votes are +1 LONG, -1 SHORT, 0 NEUTRAL, each with a strength.
+SideArray = npt.NDArray[np.int8]
+Vote = tuple[SideArray, FloatArray]
+
+VOTES = ("rsi", "macd", "ema", "adx", "bb", "volume", "roc", "stoch_rsi", "trend")
+# ADX > 25: trend votes (EMA, MACD, Trend) x2, Bollinger x0; otherwise BB, RSI, ROC x2, Trend x0.
+TRENDING_WEIGHTS = np.array([1, 2, 2, 1, 0, 1, 1, 1, 2], dtype=np.float64)
+RANGING_WEIGHTS = np.array([2, 1, 1, 1, 2, 1, 2, 1, 0], dtype=np.float64)
+FULL_SCORE = 900.0
+
+
+class DiyParams(StrategyParams):
+    trending_adx: float = Field(25.0, ge=0, description="ADX above this selects the trending weights")
+    min_lead: float = Field(40.0, ge=0, le=100, description="a side wins only above this score (%)")
+    min_score: float = Field(60.0, ge=0, le=100, description="the winning side's score (%) needed to emit")
+    atr_period: int = Field(14, ge=1, description="ATR period for the stop and targets")
+    atr_mode: AtrMode = Field("wilder", description=ATR_MODE_HELP)
+    warmup: int = Field(1700, ge=0, description=WARMUP_HELP + "; EMA(200) needs the most")
+
+
+# -- the nine votes (each a function of indicator arrays, so each is testable alone) -----------
+
+
+def _side(long: npt.NDArray[np.bool_], short: npt.NDArray[np.bool_]) -> SideArray:
+    return np.where(long, 1, np.where(short, -1, 0)).astype(np.int8)
+
+
+def rsi_vote(rsi: FloatArray) -> Vote:
+    """Oversold/overbought (<30 LONG, >70 SHORT, 100) or momentum either side of 50 (3 per point);
+    exactly 30, 50 or 70 is NEUTRAL. Strengths clamped to 20-100."""
+    long = (rsi < 30) | ((rsi > 50) & (rsi < 70))
+    short = (rsi > 70) | ((rsi > 30) & (rsi < 50))
+    raw = np.where((rsi < 30) | (rsi > 70), 100.0, 3.0 * np.abs(rsi - 50.0))
+    return _side(long, short), np.clip(raw, 20.0, 100.0)
+
+
+def macd_vote(macd: FloatArray, signal: FloatArray) -> Vote:
+    """MACD above its signal LONG, else SHORT; 1000 per unit of difference, capped at 100."""
+    diff = macd - signal
+    return _side(diff > 0, ~(diff > 0)), np.minimum(1000.0 * np.abs(diff), 100.0)
+
+
+def ema_vote(fast: FloatArray, slow: FloatArray) -> Vote:
+    """EMA(9) above EMA(21) LONG, else SHORT; 1000 x the relative gap, capped at 100 (the
+    original left it uncapped, so one vote could outweigh all others)."""
+    strength = np.minimum(1000.0 * np.abs(fast - slow) / slow, 100.0)
+    return _side(fast > slow, ~(fast > slow)), strength
+
+
+def adx_vote(adx: FloatArray, plus_di: FloatArray, minus_di: FloatArray) -> Vote:
+    """The dominant directional index, only when ADX > 20; strength max(ADX, 20)."""
+    strong = adx > 20
+    return _side(strong & (plus_di > minus_di), strong & (minus_di > plus_di)), np.maximum(adx, 20.0)
+
+
+def bb_vote(close: FloatArray, upper: FloatArray, lower: FloatArray) -> Vote:
+    """Position in trailing Bollinger bands: lower 30% LONG, upper 30% SHORT; |pos - 50| capped at 100.
+
+    The original's middle band came from a centred, zero-padded convolution (about 0.55 x price),
+    so every bar read as far above the band: always SHORT with a huge strength.
+    """
+    width = upper - lower
+    flat = ~(width > 0)
+    pos = np.where(flat, 50.0, (close - lower) / np.where(flat, 1.0, width) * 100.0)
+    return _side(pos < 30, pos > 70), np.minimum(np.abs(pos - 50.0), 100.0)
+
+
+def volume_vote(volume: FloatArray, average: FloatArray, close: FloatArray, prev_close: FloatArray) -> Vote:
+    """A volume spike (> 1.2 x the trailing 20-bar average) votes the way the close moved: 60;
+    no spike, or an unchanged close, is NEUTRAL (30 without a spike)."""
+    spike = volume > 1.2 * average
+    side = _side(spike & (close > prev_close), spike & (close < prev_close))
+    return side, np.where(spike, 60.0, 30.0)
+
+
+def roc_vote(roc: FloatArray) -> Vote:
+    """5-bar rate of change (%) above 0 LONG, else SHORT; 10 per percent, capped at 100."""
+    return _side(roc > 0, ~(roc > 0)), np.minimum(10.0 * np.abs(roc), 100.0)
+
+
+def stoch_rsi_vote(k: FloatArray, d: FloatArray) -> Vote:
+    """Stochastic of RSI turning up below 20 (K > D) LONG 100, turning down above 80 SHORT 100;
+    otherwise NEUTRAL with max(|K - D|, 20). The original's LONG strength came out as 5·K."""
+    long = (k < 20) & (k > d)
+    short = (k > 80) & (k < d)
+    return _side(long, short), np.where(long | short, 100.0, np.maximum(np.abs(k - d), 20.0))
+
+
+def trend_vote(close: FloatArray, ema50: FloatArray, ema200: FloatArray) -> Vote:
+    """Close above both EMA(50) and EMA(200) LONG, below both SHORT (80); else NEUTRAL (40)."""
+    long = (close > ema50) & (close > ema200)
+    short = (close < ema50) & (close < ema200)
+    return _side(long, short), np.where(long | short, 80.0, 40.0)
+
+
+def score(
+    sides: SideArray, strengths: FloatArray, trending: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, FloatArray]:
+    """(long %, short %) per bar from (bars x 9) votes: weighted strengths of each side over 900."""
+    w = np.where(trending[:, None], TRENDING_WEIGHTS, RANGING_WEIGHTS) * strengths
+    long = np.where(sides == 1, w, 0.0).sum(axis=1) / FULL_SCORE * 100.0
+    short = np.where(sides == -1, w, 0.0).sum(axis=1) / FULL_SCORE * 100.0
+    return np.clip(long, 0.0, 100.0), np.clip(short, 0.0, 100.0)
+
+
+def votes(c: Candles) -> tuple[SideArray, FloatArray, FloatArray]:
+    """Every vote for every bar: sides and strengths as (bars x 9) arrays, and ADX."""
+    h, lo, cl, v = c.high, c.low, c.close, c.volume
+
+    def ta(fn: Any, *args: Any, **kw: Any) -> FloatArray:
+        return np.asarray(fn(*args, **kw), dtype=np.float64)
+
+    rsi = ta(talib.RSI, cl, timeperiod=14)
+    macd, signal, _ = (np.asarray(x, dtype=np.float64) for x in talib.MACD(cl, 12, 26, 9))
+    adx = ta(talib.ADX, h, lo, cl, timeperiod=14)
+    upper, _, lower = (np.asarray(x, dtype=np.float64) for x in talib.BBANDS(cl, 20, 2.0, 2.0))
+    # Stochastic RSI: STOCH over the RSI series, %K smoothed by a trailing SMA(3), %D SMA(3) of it.
+    k, d = (np.asarray(x, dtype=np.float64) for x in talib.STOCH(rsi, rsi, rsi, 14, 3, 0, 3, 0))
+    prev_close = np.concatenate([[np.nan], cl[:-1]])
+    cast = [
+        rsi_vote(rsi),
+        macd_vote(macd, signal),
+        ema_vote(ta(talib.EMA, cl, timeperiod=9), ta(talib.EMA, cl, timeperiod=21)),
+        adx_vote(
+            adx, ta(talib.PLUS_DI, h, lo, cl, timeperiod=14), ta(talib.MINUS_DI, h, lo, cl, timeperiod=14)
+        ),
+        bb_vote(cl, upper, lower),
+        volume_vote(v, ta(talib.SMA, v, timeperiod=20), cl, prev_close),
+        roc_vote(ta(talib.ROC, cl, timeperiod=5)),
+        stoch_rsi_vote(k, d),
+        trend_vote(cl, ta(talib.EMA, cl, timeperiod=50), ta(talib.EMA, cl, timeperiod=200)),
+    ]
+    sides = np.stack([s for s, _ in cast], axis=1)
+    strengths = np.stack([st for _, st in cast], axis=1)
+    return sides, strengths, adx
+
+
+class DiyStrategy(Strategy[DiyParams]):
+    """LONG/SHORT when the weighted vote of nine indicators reaches 60% for one side."""
+
+    name = "diy"
+    Params = DiyParams
+    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "min_rr": 1.3}
+    DEFAULT_TIMEFRAME = "5m"
+    DEFAULT_COOLDOWN = 180
+
+    @property
+    def lookback(self) -> int:
+        return DATA_BARS + self.params.warmup
+
+    def describe(self) -> dict[str, Any]:
+        return {"lookback": self.lookback, "warmup": self.params.warmup}
+
+    # -- rule -------------------------------------------------------------------------------
+
+    def evaluate(self, window: Window) -> Sequence[Candidate]:
+        c = window.candles
+        if len(c) < self.lookback:
+            return []
+        p = self.params
+        sides, strengths, adx = votes(c)
+        trending = adx > p.trending_adx
+        long, short = score(sides, strengths, trending)
+        go_long = (long > short) & (long > p.min_lead) & (long >= p.min_score)
+        go_short = (short > long) & (short > p.min_lead) & (short >= p.min_score)
+        fired = bars_from(go_long | go_short, self.lookback - 1)
+        if not fired:
+            return []
+        atr_ = atr(c, p.atr_period, p.atr_mode)
+        return [
+            self._candidate(
+                window,
+                i,
+                Direction.LONG if go_long[i] else Direction.SHORT,
+                (float(long[i]), float(short[i])),
+                sides[i],
+                strengths[i],
+                bool(trending[i]),
+                float(adx[i]),
+                float(atr_[i]),
+            )
+            for i in fired
+        ]
+
+    # -- levels -----------------------------------------------------------------------------
+
+    def _candidate(
+        self,
+        window: Window,
+        i: int,
+        direction: Direction,
+        pct: tuple[float, float],
+        sides: SideArray,
+        strengths: FloatArray,
+        trending: bool,
+        adx: float,
+        atr_: float,
+    ) -> Candidate:
+        """ATR method: SL 1.5 ATR (plus the 0.75% buffer), TP1/TP2/TP3 at 2.0/3.0/4.5 ATR, min R:R 1.3."""
+        entry = float(window.candles.close[i])
+        levels = self.levels.atr(direction, entry=entry, atr=atr_)
+        weights = TRENDING_WEIGHTS if trending else RANGING_WEIGHTS
+        s = direction.sign
+        label = {1: "LONG", -1: "SHORT", 0: "NEUTRAL"}
+        mine = [
+            f"{name} {strengths[j]:.0f} x{weights[j]:.0f}"
+            for j, name in enumerate(VOTES)
+            if sides[j] == s and weights[j] > 0
+        ]
+        conf = pct[0] if s == 1 else pct[1]
+        return Candidate(
+            bar=i,
+            direction=direction,
+            levels=levels,
+            confidence=conf,
+            rationale=(
+                f"{'trending' if trending else 'ranging'} market (ADX {adx:.1f})",
+                f"{direction.value} score {conf:.1f}% vs {pct[1] if s == 1 else pct[0]:.1f}%",
+                "votes for it: " + ", ".join(mine),
+            ),
+            metadata={
+                "long_pct": pct[0],
+                "short_pct": pct[1],
+                "trending": trending,
+                "adx": adx,
+                "atr": atr_,
+                "votes": {n: [label[int(sides[j])], float(strengths[j])] for j, n in enumerate(VOTES)},
+            },
+        )

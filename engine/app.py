@@ -47,7 +47,7 @@ log = logging.getLogger("engine")
 
 HEARTBEAT_SECONDS = 5.0
 HEALTH_STALE_SECONDS = 60.0
-OPEN_SIGNALS_KEPT = 500
+STATE_SAVE_SECONDS = 30.0
 
 
 class DeferredClock:
@@ -190,6 +190,8 @@ class Engine:
         self.replay_done = False
         self._heartbeat = time.monotonic()
         self._stop_requests = 0
+        self._saved_changes = -1
+        self._saved_at = 0.0
         self._stop_event = asyncio.Event()
         self._scheduler_task: asyncio.Task[None] | None = None
 
@@ -358,7 +360,14 @@ class Engine:
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.heartbeat.set(now)
-        self._save_state()
+        # Snapshot when something a restart must not repeat or lose happened (a signal, an
+        # outcome), and at least every STATE_SAVE_SECONDS otherwise: an fsync per tick would
+        # dominate a fast replay and buys nothing, since re-walking quiet candles is idempotent.
+        if (
+            self.pipeline.changes != self._saved_changes
+            or time.monotonic() - self._saved_at > STATE_SAVE_SECONDS
+        ):
+            self._save_state()
         if self.replay_plan is not None and now >= self.replay_plan.end:
             self.replay_done = True
             log.info("replay reached the end of the data")
@@ -425,6 +434,8 @@ class Engine:
         )
         try:
             self.store.save(doc)
+            self._saved_changes = self.pipeline.changes
+            self._saved_at = time.monotonic()
             self.metrics.state_saves.labels("ok").inc()
         except EngineError as exc:
             self.metrics.state_saves.labels("error").inc()

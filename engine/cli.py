@@ -143,6 +143,63 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_when(text: str | None, flag: str) -> int | None:
+    """A date or date-time (UTC unless it says otherwise) as epoch ms; exits 2 when unreadable."""
+    if text is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        print(f"{flag}: not an ISO date or date-time: {text!r}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def progress_bar(done: int, total: int, what: str) -> None:
+    """One self-overwriting line on stderr, only when a person is watching."""
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    filled = int(width * done / total) if total else width
+    end = "\n" if done >= total else ""
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what[:40]:<40}", end=end, file=sys.stderr
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import orjson
+
+    from engine.replay import run_replay
+    from engine.report import render_html, summary, table
+
+    config, instances, problems = load_all(args.config, Registry.discover())
+    if config is None:
+        print_problems(problems)
+        return EXIT_CONFIG
+    setup_logging(config.settings.engine.log_level)
+    for p in problems:
+        log.error("skipping: %s", p)
+    if not args.data.is_dir():
+        print(f"--data: {args.data} is not a directory", file=sys.stderr)
+        return EXIT_CONFIG
+    start, end = _parse_when(args.from_, "--from"), _parse_when(args.to, "--to")
+    result = run_replay(config, instances, args.data, start_ms=start, end_ms=end, progress=progress_bar)
+    doc = summary(result, [i.name for i in instances])
+    print(table(doc))
+    for name, why in sorted(result.skipped.items()):
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if args.report is not None:
+        args.report.write_text(render_html(result, doc, args.symbol))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine", description="Run crypto trading-signal strategies as plugins of one engine."
@@ -177,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", type=Path, default=None, help="state directory (overrides engine.state_dir)"
     )
     p_stats.set_defaults(func=cmd_stats)
+
+    p_replay = sub.add_parser("replay", help="backtest every enabled plugin over CSV history (vectorised)")
+    with_config(p_replay)
+    p_replay.add_argument(
+        "--data", type=Path, required=True, help="directory of {exchange}_{BASE}-{QUOTE}_{tf}.csv"
+    )
+    p_replay.add_argument(
+        "--from", dest="from_", default=None, help="first signal candle close (ISO date, UTC)"
+    )
+    p_replay.add_argument("--to", default=None, help="last signal candle close (ISO date, UTC)")
+    p_replay.add_argument("--report", type=Path, default=None, help="write a self-contained HTML report")
+    p_replay.add_argument("--json", type=Path, default=None, help="write the results as JSON")
+    p_replay.add_argument("--symbol", default=None, help="symbol charted in the HTML report (default: first)")
+    p_replay.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -87,6 +87,7 @@ class Pipeline:
         self.publisher = publisher
         self.tracker = tracker
         self.metrics = metrics
+        self.changes = 0  # signals and outcomes emitted so far: tells the engine state changed
         self._last_bar: dict[tuple[str, str], int] = {}
         self._failing: set[str] = set()
 
@@ -221,6 +222,7 @@ class Pipeline:
         """Journal first, then outcome tracking, consensus and sinks."""
         rec = sig.to_record()
         self.journal.append(rec)
+        self.changes += 1
         if self.tracker is not None:
             self.tracker.track(sig)
         self.publisher.publish(SinkEvent("signal", rec, format_signal(sig), self._history(sig.strategy)))
@@ -242,6 +244,7 @@ class Pipeline:
         """A level was hit: journal it, count it, tell the sinks."""
         rec = ev.to_record()
         self.journal.append(rec)
+        self.changes += 1
         if self.metrics is not None and ev.final and self.tracker is not None:
             self.metrics.outcomes.labels(ev.strategy, ev.result).inc()
             summary = self.tracker.stats[ev.strategy].summary()

@@ -30,13 +30,16 @@ class SafeRunner:
 
     def run(self, inst: PluginInstance, window: Window) -> Sequence[Candidate]:
         """Candidates at the window's last bar, or () when the plugin failed or is quarantined."""
+        last = len(window.candles) - 1
+        return [c for c in self.run_all(inst, window) if c.bar == last]
+
+    def run_all(self, inst: PluginInstance, window: Window) -> Sequence[Candidate]:
+        """Candidates at every bar (replay's single call over a whole history), isolated the same way."""
         if inst.quarantined:
             return ()
         started = time.perf_counter()
         try:
-            found = inst.strategy.evaluate(window)
-            last = len(window.candles) - 1
-            result = [c for c in found if c.bar == last]
+            result = list(inst.strategy.evaluate(window))
         except Exception as exc:
             err = StrategyError(inst.name, window.symbol, exc)
             err.__cause__ = exc

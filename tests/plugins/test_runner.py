@@ -32,14 +32,14 @@ def test_failure_is_isolated_counted_and_quarantines(caplog: pytest.LogCaptureFi
     w = Window("ETH/BTC", "5m", make_candles([1.0, 1.01, 1.02, 1.03, 1.04]))
     with caplog.at_level(logging.ERROR):
         for _ in range(3):
-            assert runner.run(bad, w) == ()
+            assert list(runner.run(bad, w)) == []
             assert len(runner.run(good, w)) == 1  # only the last bar's candidate
     assert "strategy 'bad' failed on ETH/BTC: ZeroDivisionError: plugin bug" in caplog.text
     assert bad.quarantined and not good.quarantined
     assert value(m, "engine_plugin_errors_total", plugin="bad") == 3
     assert value(m, "engine_plugin_quarantined", plugin="bad") == 1
     assert value(m, "engine_plugin_runs_total", plugin="good") == 3
-    assert runner.run(bad, w) == ()  # quarantined: not even called
+    assert list(runner.run(bad, w)) == []  # quarantined: not even called
     assert value(m, "engine_plugin_errors_total", plugin="bad") == 3
 
 

@@ -200,6 +200,68 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from engine.clock import RealClock
+    from engine.download import download_symbol
+    from engine.market.exchange import ExchangeMarket
+    from engine.metrics import Metrics
+    from engine.timeframes import timeframe_seconds
+
+    config, problems = load_config(args.config)
+    if config is None:
+        print_problems(problems)
+        return EXIT_CONFIG
+    setup_logging(config.settings.engine.log_level)
+    try:
+        timeframe_seconds(args.timeframe)
+    except ValueError as exc:
+        print(f"--timeframe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    since = _parse_when(args.since, "--since")
+    until = _parse_when(args.until, "--until")
+    assert since is not None
+    args.out.mkdir(parents=True, exist_ok=True)
+    m = config.settings.market
+    clock, metrics = RealClock(), Metrics()
+
+    def show(symbol: str, done: int, total: int) -> None:
+        progress_bar(min(done, total), max(total, 1), f"{symbol} {done:,} candles")
+
+    async def main() -> int:
+        market = ExchangeMarket(
+            m.exchange,
+            m.type,
+            clock,
+            metrics,
+            api_url=m.api_url,
+            rate_budget=m.rate_budget,
+            timeout_s=m.timeout_seconds,
+            max_retries=m.max_retries,
+        )
+        try:
+            known = await market.load_markets()
+            unknown = [s for s in symbols if s not in known]
+            if unknown:
+                print(f"--symbols: not on {m.exchange} ({m.type}): {', '.join(unknown)}", file=sys.stderr)
+                return EXIT_CONFIG
+            for sym in symbols:
+                res = await download_symbol(
+                    market, clock, metrics, sym, args.timeframe, since, until, args.out, show
+                )
+                resumed = "" if res.resumed_from is None else " (resumed)"
+                print(f"{sym}: {res.written} candles written to {res.path}{resumed}")
+        finally:
+            await market.close()
+        return EXIT_OK
+
+    try:
+        return asyncio.run(main())
+    except EngineError as exc:
+        log.error("download failed: %s (run it again to resume)", exc)
+        return EXIT_RUNTIME
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine", description="Run crypto trading-signal strategies as plugins of one engine."
@@ -248,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_replay.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p_replay.add_argument("--symbol", default=None, help="symbol charted in the HTML report (default: first)")
     p_replay.set_defaults(func=cmd_replay)
+
+    p_dl = sub.add_parser("download", help="download OHLCV history to CSV files (resumable)")
+    with_config(p_dl)
+    p_dl.add_argument("--symbols", required=True, help="comma-separated, e.g. BTC/USDT,ETH/USDT")
+    p_dl.add_argument("--timeframe", default="5m", help="candle timeframe (default 5m)")
+    p_dl.add_argument("--since", required=True, help="first candle (ISO date, UTC)")
+    p_dl.add_argument("--until", default=None, help="stop before this time (default: now)")
+    p_dl.add_argument("--out", type=Path, required=True, help="output directory")
+    p_dl.set_defaults(func=cmd_download)
     return parser
 
 

@@ -89,11 +89,12 @@ def history_start(market: ReplayMarket, inst: PluginInstance) -> tuple[float, fl
 
 
 def plan_replay(config: LoadedConfig, market: ReplayMarket, instances: list[PluginInstance]) -> ReplayPlan:
-    """Start after enough history for the largest lookback; end after the last candle closes."""
+    """Start as soon as some instance has a full window (the others stay silent until theirs
+    fill, as they would live); end after the last candle closes."""
     spans = [history_start(market, inst) for inst in instances]
     if not spans:
         raise EngineError("replay: no strategy instance can run on these files")
-    start = max(s for s, _ in spans)
+    start = min(s for s, _ in spans)
     end = max(e for _, e in spans)
     if config.settings.market.replay_start:
         ts = datetime.fromisoformat(config.settings.market.replay_start)

@@ -72,15 +72,17 @@ class _Found:
 
 
 def replay_start_ms(instances: Sequence[PluginInstance], market: ReplayMarket) -> int:
-    """Where `engine run`'s paced replay starts: the first close at which every instance has a
+    """Where `engine run`'s paced replay starts: the first close at which some instance has a
     full window (the same rule as `engine.app.plan_replay`)."""
-    start = 0
+    starts = []
     for inst in instances:
         needs = inst.strategy.needs()
+        first = 0
         for tf in needs.timeframes:
             first_ms, _ = market.time_range(tf)
-            start = max(start, first_ms + (needs.lookback + 1) * timeframe_seconds(tf) * 1000)
-    return start
+            first = max(first, first_ms + (needs.lookback + 1) * timeframe_seconds(tf) * 1000)
+        starts.append(first)
+    return min(starts)
 
 
 def run_replay(

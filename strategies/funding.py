@@ -31,14 +31,18 @@ DATA_BARS = 50
 class FundingParams(StrategyParams):
     trades: int = Field(500, ge=1, description="latest public trades the taker ratio is taken over")
     ema_period: int = Field(20, ge=1, description="EMA that says which way price is already going")
-    extreme_funding_pct: float = Field(0.05, gt=0, description="|funding| in % per period scoring ∓3")
-    high_funding_pct: float = Field(0.02, gt=0, description="|funding| in % per period scoring ∓2")
+    extreme_funding_pct: float = Field(0.05, gt=0, description="|funding| in % per period scoring -/+3")
+    high_funding_pct: float = Field(0.02, gt=0, description="|funding| in % per period scoring -/+2")
     oi_change_pct: float = Field(2.0, gt=0, description="open-interest change in % that scores ±1")
-    long_short_high: float = Field(1.8, gt=0, description="long/short ratio at or above which −2 (crowded longs)")
-    long_short_low: float = Field(0.6, gt=0, description="long/short ratio at or below which +2 (crowded shorts)")
+    long_short_high: float = Field(
+        1.8, gt=0, description="long/short ratio at or above which -2 (crowded longs)"
+    )
+    long_short_low: float = Field(
+        0.6, gt=0, description="long/short ratio at or below which +2 (crowded shorts)"
+    )
     taker_buy_ratio: float = Field(1.2, gt=0, description="taker buy/sell value ratio at or above which +1")
-    taker_sell_ratio: float = Field(0.8, gt=0, description="taker buy/sell value ratio at or below which −1")
-    min_score: int = Field(2, ge=1, description="|score| needed: LONG if score ≥ this, SHORT if ≤ −this")
+    taker_sell_ratio: float = Field(0.8, gt=0, description="taker buy/sell value ratio at or below which -1")
+    min_score: int = Field(2, ge=1, description="|score| needed: LONG if score ≥ this, SHORT if ≤ -this")
     atr_period: int = Field(14, ge=1, description="ATR period for the levels")
     atr_mode: AtrMode = Field("wilder", description=ATR_MODE_HELP)
     fallback_atr_pct: float = Field(0.5, gt=0, description="ATR as % of price when the candles give none")
@@ -81,11 +85,15 @@ def score(
     if price < ema and funding_pct >= p.high_funding_pct:
         pts = 3 if funding_pct >= p.extreme_funding_pct else 2
         total -= pts
-        reasons.append(f"funding {funding_pct:+.4f}% with price below EMA{p.ema_period}: longs crowded (−{pts})")
+        reasons.append(
+            f"funding {funding_pct:+.4f}% with price below EMA{p.ema_period}: longs crowded (-{pts})"
+        )
     elif price > ema and funding_pct <= -p.high_funding_pct:
         pts = 3 if funding_pct <= -p.extreme_funding_pct else 2
         total += pts
-        reasons.append(f"funding {funding_pct:+.4f}% with price above EMA{p.ema_period}: shorts crowded (+{pts})")
+        reasons.append(
+            f"funding {funding_pct:+.4f}% with price above EMA{p.ema_period}: shorts crowded (+{pts})"
+        )
     if oi_change_pct is not None:
         if oi_change_pct >= p.oi_change_pct:
             pts = 1 if total > 0 else -1
@@ -93,11 +101,11 @@ def score(
             reasons.append(f"open interest {oi_change_pct:+.2f}% ({pts:+d})")
         elif oi_change_pct <= -p.oi_change_pct:
             total -= 1
-            reasons.append(f"open interest {oi_change_pct:+.2f}% (−1)")
+            reasons.append(f"open interest {oi_change_pct:+.2f}% (-1)")
     if long_short is not None:
         if long_short >= p.long_short_high:
             total -= 2
-            reasons.append(f"long/short {long_short:.2f} (−2)")
+            reasons.append(f"long/short {long_short:.2f} (-2)")
         elif long_short <= p.long_short_low:
             total += 2
             reasons.append(f"long/short {long_short:.2f} (+2)")
@@ -107,7 +115,7 @@ def score(
             reasons.append(f"taker buy/sell {taker:.2f} (+1)")
         elif taker <= p.taker_sell_ratio:
             total -= 1
-            reasons.append(f"taker buy/sell {taker:.2f} (−1)")
+            reasons.append(f"taker buy/sell {taker:.2f} (-1)")
     return Score(total, tuple(reasons))
 
 
@@ -134,7 +142,11 @@ class FundingStrategy(Strategy[FundingParams]):
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"lookback": self.lookback, "warmup": self.params.warmup, "snapshots": "ticker, trades, funding"}
+        return {
+            "lookback": self.lookback,
+            "warmup": self.params.warmup,
+            "snapshots": "ticker, trades, funding",
+        }
 
     # -- rule -------------------------------------------------------------------------------
 
@@ -148,9 +160,8 @@ class FundingStrategy(Strategy[FundingParams]):
         price = window.ticker.last
         ema = float(talib.EMA(c.close, timeperiod=p.ema_period)[-1])
         trades = window.trades
-        if len(trades) > p.trades:
-            n = len(trades) - p.trades
-            trades = Trades(trades.ts[n:], trades.price[n:], trades.amount[n:], trades.buyer_taker[n:])
+        n = max(0, len(trades) - p.trades)
+        trades = Trades(trades.ts[n:], trades.price[n:], trades.amount[n:], trades.buyer_taker[n:])
         funding_pct = window.funding.rate * 100.0
         taker = taker_ratio(trades)
         s = score(p, funding_pct=funding_pct, price=price, ema=ema, taker=taker)
@@ -199,4 +210,3 @@ class FundingStrategy(Strategy[FundingParams]):
                 "atr_fallback": fallback,
             },
         )
-

@@ -36,11 +36,17 @@ class LiquidationParams(StrategyParams):
         20.0, gt=0, description="a trade is large at this many times the mean value of the last trades"
     )
     large_trade_sample: int = Field(100, ge=1, description="latest trades whose mean value sets the bar")
-    large_trade_floor: float = Field(1000.0, ge=0, description="large-trade threshold floor, in quote currency")
+    large_trade_floor: float = Field(
+        1000.0, ge=0, description="large-trade threshold floor, in quote currency"
+    )
     large_trade_default: float = Field(10000.0, ge=0, description="threshold when there are no trades at all")
-    liq_dominance: float = Field(1.5, gt=1, description="one side's liquidations must exceed the other's by this factor")
-    book_ratio: float = Field(1.3, gt=1, description="bid/ask value ratio scoring +1 (its inverse scores −1)")
-    flow_buy_share: float = Field(0.6, gt=0.5, lt=1, description="taker buy share scoring +1 (1 − it scores −1)")
+    liq_dominance: float = Field(
+        1.5, gt=1, description="one side's liquidations must exceed the other's by this factor"
+    )
+    book_ratio: float = Field(1.3, gt=1, description="bid/ask value ratio scoring +1 (its inverse scores -1)")
+    flow_buy_share: float = Field(
+        0.6, gt=0.5, lt=1, description="taker buy share scoring +1 (1 - it scores -1)"
+    )
     min_score: int = Field(2, ge=1, description="|score| needed, with a liquidation factor and a band touch")
     bb_period: int = Field(20, ge=2, description="Bollinger band period")
     bb_dev: float = Field(2.0, gt=0, description="Bollinger band width in standard deviations")
@@ -76,7 +82,9 @@ def read_tape(p: LiquidationParams, trades: Trades, book: OrderBook) -> Tape:
     """
     value = trades.value
     if value.size:
-        threshold = max(p.large_trade_mult * float(value[-p.large_trade_sample :].mean()), p.large_trade_floor)
+        threshold = max(
+            p.large_trade_mult * float(value[-p.large_trade_sample :].mean()), p.large_trade_floor
+        )
     else:
         threshold = p.large_trade_default
     buy = trades.buyer_taker
@@ -111,10 +119,14 @@ def judge(p: LiquidationParams, tape: Tape, price: float, upper: float, lower: f
     reasons: list[str] = []
     if tape.short_liq > p.liq_dominance * tape.long_liq:
         liq = 2
-        reasons.append(f"short liquidations {tape.short_liq:.6g} > {p.liq_dominance:g}× long {tape.long_liq:.6g} (+2)")
+        reasons.append(
+            f"short liquidations {tape.short_liq:.6g} > {p.liq_dominance:g}x long {tape.long_liq:.6g} (+2)"
+        )
     elif tape.long_liq > p.liq_dominance * tape.short_liq:
         liq = -2
-        reasons.append(f"long liquidations {tape.long_liq:.6g} > {p.liq_dominance:g}× short {tape.short_liq:.6g} (−2)")
+        reasons.append(
+            f"long liquidations {tape.long_liq:.6g} > {p.liq_dominance:g}x short {tape.short_liq:.6g} (-2)"
+        )
     score += liq
     if tape.book_ratio is not None:
         if tape.book_ratio >= p.book_ratio:
@@ -122,14 +134,14 @@ def judge(p: LiquidationParams, tape: Tape, price: float, upper: float, lower: f
             reasons.append(f"bid/ask value {tape.book_ratio:.2f} (+1)")
         elif tape.book_ratio <= 1.0 / p.book_ratio:
             score -= 1
-            reasons.append(f"bid/ask value {tape.book_ratio:.2f} (−1)")
+            reasons.append(f"bid/ask value {tape.book_ratio:.2f} (-1)")
     if tape.buy_share is not None:
         if tape.buy_share >= p.flow_buy_share:
             score += 1
             reasons.append(f"taker buy share {tape.buy_share:.0%} (+1)")
         elif tape.buy_share <= 1.0 - p.flow_buy_share:
             score -= 1
-            reasons.append(f"taker buy share {tape.buy_share:.0%} (−1)")
+            reasons.append(f"taker buy share {tape.buy_share:.0%} (-1)")
     if liq == 0:
         score = max(-1, min(1, score))
     location: str | None = None
@@ -170,13 +182,19 @@ class LiquidationStrategy(Strategy[LiquidationParams]):
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"lookback": self.lookback, "warmup": self.params.warmup, "snapshots": "ticker, trades, order book"}
+        return {
+            "lookback": self.lookback,
+            "warmup": self.params.warmup,
+            "snapshots": "ticker, trades, order book",
+        }
 
     # -- rule -------------------------------------------------------------------------------
 
     def evaluate(self, window: Window) -> Sequence[Candidate]:
         if window.ticker is None or window.trades is None or window.order_book is None:
-            raise ValueError("liquidation needs the ticker, trades and order book snapshots it declares in needs()")
+            raise ValueError(
+                "liquidation needs the ticker, trades and order book snapshots it declares in needs()"
+            )
         c = window.candles
         if len(c) < self.lookback:
             return []

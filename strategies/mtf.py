@@ -41,10 +41,14 @@ TREND_NAMES = {1: "BULLISH", -1: "BEARISH", 0: "NEUTRAL"}
 
 
 class MtfParams(StrategyParams):
-    sma_period: int = Field(50, ge=2, le=DATA_BARS, description="SMA the close is compared with on every timeframe")
-    rsi_period: int = Field(14, ge=2, description="RSI period; RSI above 50 confirms BULLISH, below 50 BEARISH")
+    sma_period: int = Field(
+        50, ge=2, le=DATA_BARS, description="SMA the close is compared with on every timeframe"
+    )
+    rsi_period: int = Field(
+        14, ge=2, description="RSI period; RSI above 50 confirms BULLISH, below 50 BEARISH"
+    )
     min_base_conf: float = Field(
-        0.02, ge=0, le=1, description="minimum base-timeframe confidence min(2·|close−SMA|/SMA, 1)"
+        0.02, ge=0, le=1, description="minimum base-timeframe confidence min(2·|close-SMA|/SMA, 1)"
     )
     min_score: int = Field(2, ge=1, le=3, description="confluence needed: 1st higher TF agrees = 2, 2nd = 1")
     higher_timeframes: tuple[str, str] | None = Field(
@@ -56,7 +60,7 @@ class MtfParams(StrategyParams):
 
 
 def trend(candles: Candles, sma_period: int, rsi_period: int) -> tuple[npt.NDArray[np.int8], FloatArray]:
-    """Per bar: +1 BULLISH / −1 BEARISH / 0 NEUTRAL, and the confidence min(2·|close−SMA|/SMA, 1).
+    """Per bar: +1 BULLISH / -1 BEARISH / 0 NEUTRAL, and the confidence min(2·|close-SMA|/SMA, 1).
 
     Bars without a defined SMA or RSI compare False and stay NEUTRAL.
     """
@@ -70,7 +74,7 @@ def trend(candles: Candles, sma_period: int, rsi_period: int) -> tuple[npt.NDArr
 
 
 def last_closed(frame: Candles, timeframe: str, close_ms: IntArray) -> IntArray:
-    """Index in `frame` of the last bar closed (open + length ≤ t) at each time in `close_ms`; −1 if none."""
+    """Index in `frame` of the last bar closed (open + length ≤ t) at each time in `close_ms`; -1 if none."""
     frame_close = frame.ts + timeframe_seconds(timeframe) * 1000
     return np.searchsorted(frame_close, close_ms, side="right").astype(np.int64) - 1
 
@@ -80,7 +84,9 @@ class MtfStrategy(Strategy[MtfParams]):
 
     name = "mtf"
     Params = MtfParams
-    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None, "min_rr": 1.3}
+    # The spec gives TP1/TP2 only, so the global TP3 is switched off (the base class types RISK
+    # as float-valued; RiskSettings.tp3_mult accepts None).
+    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None, "min_rr": 1.3}  # type: ignore[dict-item]
     DEFAULT_TIMEFRAME = "15m"
     DEFAULT_COOLDOWN = 3600
 
@@ -105,7 +111,11 @@ class MtfStrategy(Strategy[MtfParams]):
         return DataNeeds(timeframes=(self.timeframe, *self.higher), lookback=self.lookback)
 
     def describe(self) -> dict[str, Any]:
-        return {"lookback": self.lookback, "warmup": self.params.warmup, "higher_timeframes": list(self.higher)}
+        return {
+            "lookback": self.lookback,
+            "warmup": self.params.warmup,
+            "higher_timeframes": list(self.higher),
+        }
 
     # -- rule -------------------------------------------------------------------------------
 
@@ -114,14 +124,14 @@ class MtfStrategy(Strategy[MtfParams]):
         missing = [tf for tf in self.higher if tf not in window.frames]
         if missing:
             raise ValueError(f"mtf on {self.timeframe} needs the {', '.join(missing)} frames in the window")
-        if len(c) < self.lookback:
+        if min(len(c), *(len(window.frames[tf]) for tf in self.higher)) < self.lookback:
             return []
         p = self.params
         base, conf = trend(c, p.sma_period, p.rsi_period)
         base_close = c.ts + timeframe_seconds(self.timeframe) * 1000
 
-        # Each higher trend as of every base bar's close; NEUTRAL (and no signal) until the frame
-        # has a full lookback of bars closed by then, as the live window would.
+        # Each higher trend as of every base bar's close. A base bar fires only once every frame
+        # has a full lookback of bars closed by then, as the live window would hand it.
         higher: list[npt.NDArray[np.int8]] = []
         complete = np.ones(len(c), dtype=bool)
         for tf in self.higher:
@@ -129,7 +139,7 @@ class MtfStrategy(Strategy[MtfParams]):
             h_trend, _ = trend(frame, p.sma_period, p.rsi_period)
             j = last_closed(frame, tf, base_close)
             complete &= j >= self.lookback - 1
-            higher.append(np.where(j >= 0, h_trend[np.maximum(j, 0)], 0).astype(np.int8))
+            higher.append(h_trend[np.maximum(j, 0)])
 
         score = 2 * (higher[0] == base) + (higher[1] == base)
         fire = (base != 0) & (conf >= p.min_base_conf) & (score >= p.min_score) & complete

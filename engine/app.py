@@ -35,10 +35,10 @@ from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.outcomes import OutcomeTracker
-from engine.sinks.base import Sink
-from engine.sinks.console import ConsoleSink
+from engine.sinks.build import build_sinks
 from engine.sinks.dispatch import DeadLetters, Dispatcher
 from engine.sinks.journal import Journal
+from engine.sinks.redeliver import redeliver
 from engine.state import EngineState, StateStore
 from engine.stats import consensus_settings
 from engine.timeframes import timeframe_seconds
@@ -160,13 +160,14 @@ class Engine:
             else None
         )
         self.journal = Journal(self.state_dir / st.sinks.journal.file)
-        sinks: list[Sink] = []
-        if st.sinks.console.enabled:
-            sinks.append(ConsoleSink(stdout) if stdout is not None else ConsoleSink())
+        # Sinks wait on real time even in a replay: a Telegram retry_after is seconds of the
+        # real world, not of the replay's accelerated clock.
+        sinks = build_sinks(st, RealClock(), self.metrics, stdout)
+        self.dead_letter_path = self.state_dir / "dead-letter.jsonl"
         self.dispatcher = Dispatcher(
             sinks,
             self.metrics,
-            DeadLetters(self.state_dir / "dead-letter.jsonl"),
+            DeadLetters(self.dead_letter_path, clock=self.clock),
             queue_size=st.sinks.queue_size,
         )
         self.pipeline = Pipeline(
@@ -252,6 +253,9 @@ class Engine:
         try:
             self._restore(self.store.load())
             self.dispatcher.start()
+            redelivery = asyncio.create_task(
+                redeliver(self.dead_letter_path, self.dispatcher), name="redeliver"
+            )
             heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
             if self.server is not None:
                 await self.server.start()
@@ -263,6 +267,7 @@ class Engine:
                     await self._stop_event.wait()
             finally:
                 await self._shutdown()
+                redelivery.cancel()
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat

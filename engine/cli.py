@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.config import LoadedConfig, load_config
-from engine.errors import ConfigProblem, EngineError, StateLocked
+from engine.errors import ConfigError, ConfigProblem, EngineError, StateLocked
 from engine.plugins.instance import PluginInstance, build_instances
 from engine.plugins.registry import Registry
 
@@ -51,7 +51,11 @@ def load_all(
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    _, _, problems = load_all(args.config, Registry.discover(), include_disabled=True)
+    from engine.sinks.build import check_sinks
+
+    config, _, problems = load_all(args.config, Registry.discover(), include_disabled=True)
+    if config is not None:
+        problems += check_sinks(config.settings)
     if problems:
         print_problems(problems)
         return EXIT_CONFIG
@@ -108,7 +112,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from engine.app import Engine  # deferred: ccxt import is slow and check/plugins don't need it
 
-    engine = Engine(config, instances, state_dir=args.state)
+    try:
+        engine = Engine(config, instances, state_dir=args.state)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_CONFIG
 
     async def main() -> None:
         engine.install_signal_handlers()

@@ -81,6 +81,7 @@ class VirtualClock:
         self._auto = auto
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._stepping = False
 
     def now(self) -> float:
         return self._now
@@ -94,20 +95,26 @@ class VirtualClock:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (when, next(self._seq), fut))
-        if self._auto:
+        if self._auto and not self._stepping:
+            self._stepping = True
             asyncio.get_running_loop().call_soon(self._auto_step)
         await fut
 
     def _auto_step(self) -> None:
-        # Let every runnable task go first: only jump when the loop would otherwise idle.
+        # Let every runnable task go first: only jump when the loop would otherwise idle. One
+        # pending step at most, or two steps would each see the other as runnable work forever.
         loop = asyncio.get_running_loop()
         ready = getattr(loop, "_ready", None)
         if ready:
             loop.call_soon(self._auto_step)
             return
+        self._stepping = False
         self._drop_cancelled()
         if self._sleepers:
             self._wake_until(self._sleepers[0][0])
+            if self._sleepers:
+                self._stepping = True
+                loop.call_soon(self._auto_step)
 
     def _drop_cancelled(self) -> None:
         while self._sleepers and self._sleepers[0][2].done():

@@ -161,7 +161,9 @@ def _sink_url(v: str) -> str:
 class TelegramSinkSection(Section):
     """Telegram Bot API `sendMessage`; the bot token comes only from env ENGINE_TELEGRAM_TOKEN."""
 
-    enabled: bool = Field(False, description="Send signals, consensus alerts and outcomes to a Telegram chat.")
+    enabled: bool = Field(
+        False, description="Send signals, consensus alerts and outcomes to a Telegram chat."
+    )
     chat_id: str | None = Field(
         None,
         validate_default=True,
@@ -207,7 +209,8 @@ class WebhookSinkSection(Section):
         None, validate_default=True, description="Receiver URL (http or https); required when enabled."
     )
     secret_file: str | None = Field(
-        None, description="File holding the signing secret (mode 0600), used when ENGINE_WEBHOOK_SECRET is unset."
+        None,
+        description="File holding the signing secret (mode 0600), used when ENGINE_WEBHOOK_SECRET is unset.",
     )
     timeout_seconds: float = Field(10.0, gt=0, description="Per-request timeout.")
     max_attempts: int = Field(5, ge=1, le=20, description="Attempts per message before it is dead-lettered.")

@@ -106,6 +106,36 @@ class Metrics:
         self.exchange_paused = Gauge(
             "engine_exchange_paused", "1 while a Retry-After pause is in force.", ["exchange"], registry=r
         )
+        self.exchange_pauses = Counter(
+            "engine_exchange_pauses_total",
+            "Pauses imposed by an exchange, by reason (rate_limited: 429, banned: 418).",
+            ["exchange", "reason"],
+            registry=r,
+        )
+        self.exchange_used_weight = Gauge(
+            "engine_exchange_used_weight",
+            "Request weight the exchange reports used in its current window (used-weight header).",
+            ["exchange"],
+            registry=r,
+        )
+        self.snapshot_cache_hits = Counter(
+            "engine_snapshot_cache_hits_total",
+            "Ticker, trades, order book and funding requests served without a fetch of their own.",
+            ["exchange", "kind"],
+            registry=r,
+        )
+        self.snapshot_rows_dropped = Counter(
+            "engine_snapshot_rows_dropped_total",
+            "Trades and order book levels dropped by validation (non-finite or negative).",
+            ["exchange", "kind"],
+            registry=r,
+        )
+        self.candles_reordered = Counter(
+            "engine_candles_reordered_total",
+            "Candles an exchange sent out of time order (ccxt sorts them; counted so the fault shows).",
+            ["exchange"],
+            registry=r,
+        )
         self.cache_hits = Counter(
             "engine_ohlcv_cache_hits_total",
             "OHLCV requests served without a fetch.",

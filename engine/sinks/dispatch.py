@@ -83,7 +83,7 @@ class DeadLetters:
             os.close(fd)
 
 
-_Item = tuple[SinkEvent, "asyncio.Future[bool] | None"]
+_Item = tuple[SinkEvent, asyncio.Future[bool] | None]
 
 
 class Dispatcher:

@@ -77,40 +77,38 @@ def zigzag_states(candles: Candles, threshold: FloatArray, depth: int = 5) -> Zi
     """
     price, bar, is_high, confirm = run_pivots(candles)
     th = threshold[confirm]
-    kp: list[float] = []
-    kb: list[int] = []
-    kh: list[bool] = []
-    rows_c: list[int] = []
-    rows_p: list[list[float]] = []
-    rows_b: list[list[int]] = []
-    rows_h: list[list[bool]] = []
-    for p, b, h, c, t in zip(price.tolist(), bar.tolist(), is_high.tolist(), confirm.tolist(), th.tolist(), strict=True):
-        if not kp:
-            if not t >= 0.0:  # threshold still undefined (NaN): nothing is known yet
+    # Every pivot ever kept (appended, or moved to a more extreme run), as a proposal index,
+    # with a link to the pivot kept before it: the chain after each change is read back
+    # through the links once the walk is done.
+    kept: list[int] = []
+    before: list[int] = []
+    last, last_p, last_h = -1, 0.0, False
+    for j, (p, h, t) in enumerate(zip(price.tolist(), is_high.tolist(), th.tolist(), strict=True)):
+        if last < 0:
+            if not t >= 0.0:  # threshold still undefined (NaN): nothing can be kept yet
                 continue
-            kp.append(p)
-            kb.append(b)
-            kh.append(h)
-        elif h == kh[-1]:
-            if not (p > kp[-1] if h else p < kp[-1]):
+            link = -1
+        elif h == last_h:
+            if not (p > last_p if h else p < last_p):
                 continue
-            kp[-1] = p
-            kb[-1] = b
-        elif abs(p - kp[-1]) >= t:
-            kp.append(p)
-            kb.append(b)
-            kh.append(h)
+            link = before[last]
+        elif abs(p - last_p) >= t:
+            link = last
         else:
             continue
-        if len(kp) >= depth:
-            rows_c.append(c)
-            rows_p.append(kp[-depth:])
-            rows_b.append(kb[-depth:])
-            rows_h.append(kh[-depth:])
-    m = len(rows_c)
+        kept.append(j)
+        before.append(link)
+        last, last_p, last_h = len(kept) - 1, p, h
+    links = np.asarray([*before, -1], dtype=np.int64)  # links[-1] = -1 ends every chain
+    chain = np.empty((len(kept), depth), dtype=np.int64)
+    chain[:, depth - 1] = np.arange(len(kept))
+    for col in range(depth - 2, -1, -1):
+        chain[:, col] = links[chain[:, col + 1]]
+    full = chain[:, 0] >= 0
+    prop = np.asarray(kept, dtype=np.int64)[chain[full]]
     return ZigzagStates(
-        confirm=np.asarray(rows_c, dtype=np.int64),
-        price=np.asarray(rows_p, dtype=np.float64).reshape(m, depth),
-        bar=np.asarray(rows_b, dtype=np.int64).reshape(m, depth),
-        is_high=np.asarray(rows_h, dtype=bool).reshape(m, depth),
+        confirm=confirm[prop[:, depth - 1]],
+        price=price[prop],
+        bar=bar[prop],
+        is_high=is_high[prop],
     )

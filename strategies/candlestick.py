@@ -16,7 +16,7 @@ import numpy as np
 import talib
 from pydantic import Field
 
-from engine.market.candles import Candles, FloatArray
+from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
 from engine.signals.model import Candidate, Direction
 from strategies._common import bars_from
@@ -36,13 +36,21 @@ HAMMER, SHOOTING_STAR = 0, 1
 
 class CandlestickParams(StrategyParams):
     sma_period: int = Field(50, ge=1, description="trend filter: SMA of closes ending at the pattern candle")
-    shadow_ratio: float = Field(2.0, gt=0, description="Hammer/Shooting Star: long shadow > this × body")
-    short_shadow_ratio: float = Field(0.3, ge=0, description="Hammer/Shooting Star: other shadow < this × body")
-    engulf_body_ratio: float = Field(0.8, ge=0, description="Engulfing: body_P > this × body_P1")
-    star_body_ratio: float = Field(0.5, gt=0, description="Stars: body_P1 < this × mean(body_P2, body_P)")
-    wick_stop: float = Field(0.1, ge=0, description="Hammer/Shooting Star stop: this share of P's range beyond its wick")
-    long_stop_factor: float = Field(0.99, gt=0, le=1, description="other LONG patterns: stop at lowest low of P2..P × this")
-    short_stop_factor: float = Field(1.005, ge=1, description="other SHORT patterns: stop at highest high of P2..P × this")
+    shadow_ratio: float = Field(2.0, gt=0, description="Hammer/Shooting Star: long shadow > this x body")
+    short_shadow_ratio: float = Field(
+        0.3, ge=0, description="Hammer/Shooting Star: other shadow < this x body"
+    )
+    engulf_body_ratio: float = Field(0.8, ge=0, description="Engulfing: body_P > this x body_P1")
+    star_body_ratio: float = Field(0.5, gt=0, description="Stars: body_P1 < this x mean(body_P2, body_P)")
+    wick_stop: float = Field(
+        0.1, ge=0, description="Hammer/Shooting Star stop: this share of P's range beyond its wick"
+    )
+    long_stop_factor: float = Field(
+        0.99, gt=0, le=1, description="other LONG patterns: stop at lowest low of P2..P x this"
+    )
+    short_stop_factor: float = Field(
+        1.005, ge=1, description="other SHORT patterns: stop at highest high of P2..P x this"
+    )
 
 
 def _shift(x: FloatArray, k: int) -> FloatArray:
@@ -52,8 +60,8 @@ def _shift(x: FloatArray, k: int) -> FloatArray:
     return out
 
 
-def pattern_codes(c: Candles, p: CandlestickParams) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Index into PATTERNS of the first pattern completed at each bar, −1 where none."""
+def pattern_codes(c: Candles, p: CandlestickParams) -> IntArray:
+    """Index into PATTERNS of the first pattern completed at each bar, -1 where none."""
     o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
     body = np.abs(cl - o)
     upper = h - np.maximum(o, cl)
@@ -80,12 +88,30 @@ def pattern_codes(c: Candles, p: CandlestickParams) -> np.ndarray[Any, np.dtype[
     return code
 
 
+def stops(c: Candles, code: IntArray, p: CandlestickParams) -> FloatArray:
+    """The stop basis at each bar, before the calculator's buffer.
+
+    Read from the pattern candle P (and P1, P2): the original read the forming candle after
+    it (spec defect). Hammer / Shooting Star: a tenth of P's range beyond its wick; the
+    three-candle and engulfing patterns: the extreme of P2..P, scaled.
+    """
+    rng = c.high - c.low
+    low3 = np.minimum(np.minimum(c.low, _shift(c.low, 1)), _shift(c.low, 2))
+    high3 = np.maximum(np.maximum(c.high, _shift(c.high, 1)), _shift(c.high, 2))
+    is_long = np.isin(code, [k for k, (_, d) in enumerate(PATTERNS) if d is Direction.LONG])
+    stop = np.where(is_long, low3 * p.long_stop_factor, high3 * p.short_stop_factor)
+    stop = np.where(code == HAMMER, c.low - p.wick_stop * rng, stop)
+    return np.where(code == SHOOTING_STAR, c.high + p.wick_stop * rng, stop)
+
+
 class CandlestickStrategy(Strategy[CandlestickParams]):
     """LONG on Hammer / Bullish Engulfing / Morning Star above SMA(50); the mirrors below it → SHORT."""
 
     name = "candlestick"
     Params = CandlestickParams
-    RISK = {"sl_mult": 1.5, "tp1_mult": 1.5, "tp2_mult": 2.5, "tp3_mult": None}
+    # The spec defines TP1/TP2 only, so the global TP3 is switched off with None (the base
+    # class types RISK as float-valued; RiskSettings.tp3_mult accepts None).
+    RISK = {"sl_mult": 1.5, "tp1_mult": 1.5, "tp2_mult": 2.5, "tp3_mult": None}  # type: ignore[dict-item]
     DEFAULT_TIMEFRAME = "5m"
     DEFAULT_COOLDOWN = 900
 
@@ -103,44 +129,48 @@ class CandlestickStrategy(Strategy[CandlestickParams]):
         c = window.candles
         if len(c) < self.lookback:
             return []
-        code = pattern_codes(c, self.params)
-        sma = np.asarray(talib.SMA(c.close, timeperiod=self.params.sma_period), dtype=np.float64)
+        p = self.params
+        code = pattern_codes(c, p)
+        sma = np.asarray(talib.SMA(c.close, timeperiod=p.sma_period), dtype=np.float64)
         is_long = np.array([d is Direction.LONG for _, d in PATTERNS])[np.maximum(code, 0)]
-        found = code >= 0
         # NaN SMA compares False, so bars without a full SMA never fire.
-        ok = found & np.where(is_long, c.close > sma, c.close < sma)
-        return [self._candidate(i, int(code[i]), window, float(sma[i])) for i in bars_from(ok, self.lookback - 1)]
+        ok = (code >= 0) & np.where(is_long, c.close > sma, c.close < sma)
+        idx = bars_from(ok, self.lookback - 1)
+        if not idx:
+            return []
+        return [
+            self._candidate(*row)
+            for row in zip(
+                idx,
+                code[idx].tolist(),
+                c.close[idx].tolist(),
+                stops(c, code, p)[idx].tolist(),
+                sma[idx].tolist(),
+                strict=True,
+            )
+        ]
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(self, i: int, code: int, window: Window, sma: float) -> Candidate:
-        """STRUCTURE method on the pattern's stop (+0.75% buffer): TP1/TP2 at 1.5R/2.5R.
+    def _candidate(self, i: int, code: int, entry: float, stop: float, sma: float) -> Candidate:
+        """STRUCTURE method on the pattern's stop (+0.75% buffer): TP1/TP2 at 1.5R/2.5R, min R:R 1.3.
 
-        Entry and stop are read from the pattern candle P itself; the original read the forming
-        candle that followed it (spec defect).
+        Invalid levels are returned flagged for the engine to reject; the original sent a
+        fallback instead (spec defect).
         """
-        c = window.candles
-        p = self.params
         name, direction = PATTERNS[code]
-        entry = float(c.close[i])
-        rng = float(c.high[i] - c.low[i])
-        if code == HAMMER:
-            stop = float(c.low[i]) - p.wick_stop * rng
-        elif code == SHOOTING_STAR:
-            stop = float(c.high[i]) + p.wick_stop * rng
-        elif direction is Direction.LONG:
-            stop = float(c.low[i - 2 : i + 1].min()) * p.long_stop_factor
-        else:
-            stop = float(c.high[i - 2 : i + 1].max()) * p.short_stop_factor
-        if direction is Direction.LONG:
+        long_ = direction is Direction.LONG
+        if long_:
             levels = self.levels.structure(direction, entry, swing_low=stop)
         else:
             levels = self.levels.structure(direction, entry, swing_high=stop)
-        side = "above" if direction is Direction.LONG else "below"
         return Candidate(
             bar=i,
             direction=direction,
             levels=levels,
-            rationale=(f"{name} candle", f"close {side} SMA({p.sma_period}) {sma:.8g}"),
+            rationale=(
+                f"{name} candle",
+                f"close {'above' if long_ else 'below'} SMA({self.params.sma_period}) {sma:.8g}",
+            ),
             metadata={"pattern": name, "sma": sma, "stop_basis": stop},
         )

@@ -19,7 +19,7 @@ import numpy as np
 import talib
 from pydantic import Field
 
-from engine.market.candles import FloatArray
+from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
 from engine.signals.model import Candidate, Direction
 from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
@@ -45,12 +45,16 @@ PATTERNS: tuple[tuple[str, tuple[Range, Range, Range, Range], tuple[float | None
 
 class HarmonicParams(StrategyParams):
     atr_period: int = Field(14, ge=1, description="ATR period of the zigzag's pivot distance")
-    pivot_atr_mult: float = Field(2.0, gt=0, description="a new pivot must lie this many ATRs from the last kept one")
+    pivot_atr_mult: float = Field(
+        2.0, gt=0, description="a new pivot must lie this many ATRs from the last kept one"
+    )
     stdev_period: int = Field(50, ge=2, description="closes whose stdev replaces the ATR when it is ≤ 0")
-    max_error: float = Field(0.15, gt=0, description="cap on Σ|ratio − ideal| for a pattern to count")
-    entry_retrace: float = Field(0.236, ge=0, description="entry: this share of |D − C| back from D")
+    max_error: float = Field(0.15, gt=0, description="cap on sum |ratio - ideal| for a pattern to count")
+    entry_retrace: float = Field(0.236, ge=0, description="entry: this share of |D - C| back from D")
     atr_mode: AtrMode = Field("wilder", description=ATR_MODE_HELP)
-    warmup: int = Field(400, ge=0, description=WARMUP_HELP + "; it also lets the zigzag forget where it started")
+    warmup: int = Field(
+        400, ge=0, description=WARMUP_HELP + "; it also lets the zigzag forget where it started"
+    )
 
 
 def xabcd_ratios(price: FloatArray) -> FloatArray:
@@ -62,8 +66,12 @@ def xabcd_ratios(price: FloatArray) -> FloatArray:
     return np.where(np.isfinite(r), r, np.nan)
 
 
-def match_patterns(ratios: FloatArray, max_error: float) -> tuple[np.ndarray[Any, np.dtype[np.int64]], FloatArray]:
-    """For each row, the first pattern with every ratio in range and error ≤ max_error (−1: none), and its error."""
+def match_patterns(ratios: FloatArray, max_error: float) -> tuple[IntArray, FloatArray]:
+    """Per row: the first pattern with all ratios in range and error ≤ max_error (-1: none), and its error.
+
+    A pattern whose ranges hold but whose error is too big does not stop the search: the
+    next one in order may still fit.
+    """
     m = ratios.shape[0]
     code = np.full(m, -1, dtype=np.int64)
     error = np.full(m, np.nan)
@@ -75,7 +83,7 @@ def match_patterns(ratios: FloatArray, max_error: float) -> tuple[np.ndarray[Any
                 ok &= (ratios[:, j] >= rg[0]) & (ratios[:, j] <= rg[1])
             if ideal is not None:
                 err += np.abs(ratios[:, j] - ideal)
-        ok &= err <= max_error + 1e-12
+        ok &= err <= max_error + 1e-12  # ratios of rounded prices: don't lose a tie to float noise
         code[ok] = k
         error[ok] = err[ok]
     return code, error
@@ -113,12 +121,18 @@ class HarmonicStrategy(Strategy[HarmonicParams]):
             return []
         states = self.pivots(window)
         keep = states.confirm >= self.lookback - 1
+        if not keep.any():  # the usual live call: no pivot confirmed at the last bar
+            return []
         price, bars, confirm = states.price[keep], states.bar[keep], states.confirm[keep]
         ratios = xabcd_ratios(price)
         code, error = match_patterns(ratios, self.params.max_error)
         out: list[Candidate] = []
         for k in np.flatnonzero(code >= 0):
-            out.append(self._candidate(window, int(confirm[k]), int(code[k]), float(error[k]), price[k], bars[k], ratios[k]))
+            out.append(
+                self._candidate(
+                    window, int(confirm[k]), int(code[k]), float(error[k]), price[k], bars[k], ratios[k]
+                )
+            )
         return out
 
     # -- levels -----------------------------------------------------------------------------
@@ -130,14 +144,14 @@ class HarmonicStrategy(Strategy[HarmonicParams]):
         code: int,
         error: float,
         price: FloatArray,
-        bars: np.ndarray[Any, np.dtype[np.int64]],
+        bars: IntArray,
         ratios: FloatArray,
     ) -> Candidate:
-        """FIBONACCI method with both swings, D and C: SL = D ∓ 0.75%, TP1/2/3 at entry ± 0.618/1/1.618·|D − C|.
+        """FIBONACCI method on swings D and C: SL = D -/+ 0.75%, TPs at entry +/- 0.618/1/1.618 * |D - C|.
 
         The original passed only one swing, so the method always failed and a fallback priced
         from D went out ungated (spec defect); here the levels carry the calculator's verdict,
-        including the 2.0 minimum R:R, which passes only when |D − C| is about 10% of price.
+        including the 2.0 minimum R:R, which passes only when |D - C| is about 10% of price.
         """
         name = PATTERNS[code][0]
         c_, d = float(price[3]), float(price[4])
@@ -149,10 +163,9 @@ class HarmonicStrategy(Strategy[HarmonicParams]):
         levels = self.levels.fibonacci(direction, entry, swing_low=lo, swing_high=hi)
         ts = window.candles.ts
         d_time = int(ts[int(bars[4])])
-        meta: dict[str, Any] = {"pattern": name, "error": error}
-        meta.update({r: float(v) for r, v in zip(RATIOS, ratios, strict=True)})
-        meta.update({f"{p}": float(v) for p, v in zip("XABCD", price, strict=True)})
-        meta["d_time"] = d_time
+        meta: dict[str, Any] = {"pattern": name, "error": error, "d_time": d_time}
+        meta.update(zip(RATIOS, ratios.tolist(), strict=True))
+        meta.update(zip("XABCD", price.tolist(), strict=True))
         kind = "low" if direction is Direction.LONG else "high"
         return Candidate(
             bar=i,

@@ -14,16 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import talib
 from pydantic import Field
 
-from engine.market.candles import FloatArray
+from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
 from engine.signals.model import Candidate, Direction
 from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr, bars_from
-
-IntArray = npt.NDArray[np.int64]
 
 # The SMA of closes ending at S plus the trigger bar: the original's 50-bar fetch lost its
 # forming bar and never had enough (spec defect), so the data window is 51 closed bars.
@@ -52,7 +49,10 @@ SETUP_NAMES = (*(c[0] for c in COMBOS), "HAMMER", "SHOOTER")
 class StratParams(StrategyParams):
     sma_period: int = Field(50, ge=1, description="trend filter: SMA of closes ending at the setup bar")
     hammer_zone: float = Field(
-        0.25, gt=0, lt=0.5, description="no-combo setups: open and close within this top/bottom share of S's range"
+        0.25,
+        gt=0,
+        lt=0.5,
+        description="no-combo setups: open and close within this top/bottom share of S's range",
     )
     atr_period: int = Field(14, ge=1, description="ATR period; the TP unit is at least one ATR")
     atr_mode: AtrMode = Field("wilder", description=ATR_MODE_HELP)
@@ -73,7 +73,9 @@ class StratStrategy(Strategy[StratParams]):
 
     name = "strat"
     Params = StratParams
-    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None}
+    # The spec defines TP1/TP2 only, so the global TP3 is switched off with None (the base
+    # class types RISK as float-valued; RiskSettings.tp3_mult accepts None).
+    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None}  # type: ignore[dict-item]
     DEFAULT_TIMEFRAME = "15m"
     DEFAULT_COOLDOWN = 3600
 
@@ -87,7 +89,9 @@ class StratStrategy(Strategy[StratParams]):
     def on_load(self) -> None:
         st = self.risk
         # TP1/TP2 in units (2/3 by default, from RISK so a config can move them).
-        self._mults: tuple[float, ...] = (st.tp1_mult, st.tp2_mult) + (() if st.tp3_mult is None else (st.tp3_mult,))
+        self._mults: tuple[float, ...] = (st.tp1_mult, st.tp2_mult) + (
+            () if st.tp3_mult is None else (st.tp3_mult,)
+        )
 
     # -- rule -------------------------------------------------------------------------------
 
@@ -156,7 +160,16 @@ class StratStrategy(Strategy[StratParams]):
     # -- levels -----------------------------------------------------------------------------
 
     def _candidate(
-        self, i: int, long_: bool, setup: int, seq: str, entry: float, sl: float, unit: float, sma: float, atr_: float
+        self,
+        i: int,
+        long_: bool,
+        setup: int,
+        seq: str,
+        entry: float,
+        sl: float,
+        unit: float,
+        sma: float,
+        atr_: float,
     ) -> Candidate:
         """Fixed-R off the setup bar's far side: unit = max(risk, ATR), TP1/TP2 at 2/3 units, no gate.
 
@@ -175,7 +188,9 @@ class StratStrategy(Strategy[StratParams]):
             levels=levels,
             rationale=(
                 f"{kind} setup (bar types {seq})",
-                "trigger bar closed above the setup high" if long_ else "trigger bar closed below the setup low",
+                "trigger bar closed above the setup high"
+                if long_
+                else "trigger bar closed below the setup low",
                 f"close {'above' if long_ else 'below'} SMA({self.params.sma_period}) {sma:.8g}",
             ),
             metadata={"setup": name, "bar_types": seq, "sma": sma, "atr": atr_, "unit": unit},

@@ -6,7 +6,6 @@ side, targets ordered away from entry, a minimum reward:risk — are enforced in
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -50,36 +49,45 @@ def validate_levels(
     The side and ordering rules always apply; `gate=False` skips the stop-distance and R:R
     gates for strategies whose spec says "no calculator gate".
     """
-    tps = tuple(float(t) for t in take_profits)
+    # Runs once per candidate, thousands of times in a replay: plain float arithmetic only.
+    tps = tuple(map(float, take_profits))
+    entry, stop_loss = float(entry), float(stop_loss)
     risk = abs(entry - stop_loss)
-    rr1 = abs(tps[0] - entry) / risk if tps and risk > 0 else 0.0
-    rr2 = abs(tps[1] - entry) / risk if len(tps) > 1 and risk > 0 else None
+    n = len(tps)
+    rr1 = abs(tps[0] - entry) / risk if n and risk > 0 else 0.0
+    rr2 = abs(tps[1] - entry) / risk if n > 1 and risk > 0 else None
+    reason = ""
+    # a NaN or infinity anywhere makes the sum non-finite
+    if not math.isfinite(entry + stop_loss + sum(tps)) or entry <= 0:
+        reason = "non-finite or non-positive price"
+    elif not n:
+        reason = "no take-profit"
+    else:
+        s = 1.0 if direction is Direction.LONG else -1.0
+        if s * (entry - stop_loss) <= 0:
+            reason = "stop-loss on the wrong side of entry"
+        elif s * (tps[0] - entry) <= 0:
+            reason = "TP1 on the wrong side of entry"
+        elif n > 1 and not _ordered(tps, s):
+            reason = "take-profits not strictly ordered away from entry"
+        elif gate:
+            sl_pct = risk / entry * 100.0
+            if sl_pct > max_sl_percent + RR_TOLERANCE:
+                reason = f"stop {sl_pct:.2f}% away exceeds max {max_sl_percent}%"
+            elif sl_pct < min_sl_percent - RR_TOLERANCE:
+                reason = f"stop {sl_pct:.2f}% away is under min {min_sl_percent}%"
+            elif rr1 < min_rr - RR_TOLERANCE:
+                reason = f"R:R {rr1:.2f} below minimum {min_rr}"
+    return Levels(entry, stop_loss, tps, risk, rr1, rr2, not reason, reason)
 
-    def verdict(valid: bool, reason: str = "") -> Levels:
-        return Levels(entry, stop_loss, tps, risk, rr1, rr2, valid, reason)
 
-    values = (entry, stop_loss, *tps)
-    if not all(math.isfinite(v) for v in values) or entry <= 0:
-        return verdict(False, "non-finite or non-positive price")
-    if not tps:
-        return verdict(False, "no take-profit")
-    s = direction.sign
-    if s * (entry - stop_loss) <= 0:
-        return verdict(False, "stop-loss on the wrong side of entry")
-    if s * (tps[0] - entry) <= 0:
-        return verdict(False, "TP1 on the wrong side of entry")
-    if any(s * (b - a) <= 0 for a, b in itertools.pairwise(tps)):
-        return verdict(False, "take-profits not strictly ordered away from entry")
-    if not gate:
-        return verdict(True)
-    sl_pct = risk / entry * 100.0
-    if sl_pct > max_sl_percent + RR_TOLERANCE:
-        return verdict(False, f"stop {sl_pct:.2f}% away exceeds max {max_sl_percent}%")
-    if sl_pct < min_sl_percent - RR_TOLERANCE:
-        return verdict(False, f"stop {sl_pct:.2f}% away is under min {min_sl_percent}%")
-    if rr1 < min_rr - RR_TOLERANCE:
-        return verdict(False, f"R:R {rr1:.2f} below minimum {min_rr}")
-    return verdict(True)
+def _ordered(tps: tuple[float, ...], s: float) -> bool:
+    prev = tps[0]
+    for t in tps[1:]:
+        if s * (t - prev) <= 0:
+            return False
+        prev = t
+    return True
 
 
 class TpSlCalculator:

@@ -86,7 +86,8 @@ def bb_vote(close: FloatArray, upper: FloatArray, lower: FloatArray) -> Vote:
     so every bar read as far above the band: always SHORT with a huge strength.
     """
     width = upper - lower
-    flat = ~(width > 0)
+    # Flat prices give a zero width in theory; TA-Lib's running sums leave a ~1e-16 residue.
+    flat = ~(width > 1e-9 * np.abs(close))
     pos = np.where(flat, 50.0, (close - lower) / np.where(flat, 1.0, width) * 100.0)
     return _side(pos < 30, pos > 70), np.minimum(np.abs(pos - 50.0), 100.0)
 
@@ -94,7 +95,8 @@ def bb_vote(close: FloatArray, upper: FloatArray, lower: FloatArray) -> Vote:
 def volume_vote(volume: FloatArray, average: FloatArray, close: FloatArray, prev_close: FloatArray) -> Vote:
     """A volume spike (> 1.2 x the trailing 20-bar average) votes the way the close moved: 60;
     no spike, or an unchanged close, is NEUTRAL (30 without a spike)."""
-    spike = volume > 1.2 * average
+    # A zero volume is never a spike (the average of zeros can come out a hair below 0).
+    spike = (volume > 1.2 * average) & (volume > 0)
     side = _side(spike & (close > prev_close), spike & (close < prev_close))
     return side, np.where(spike, 60.0, 30.0)
 
@@ -102,6 +104,22 @@ def volume_vote(volume: FloatArray, average: FloatArray, close: FloatArray, prev
 def roc_vote(roc: FloatArray) -> Vote:
     """5-bar rate of change (%) above 0 LONG, else SHORT; 10 per percent, capped at 100."""
     return _side(roc > 0, ~(roc > 0)), np.minimum(10.0 * np.abs(roc), 100.0)
+
+
+def stoch_rsi(rsi: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """%K and %D of STOCH(14, 3, 3) over the RSI series, both smoothed by a trailing SMA(3)
+    (TA-Lib's default matype), where the original used a centred, zero-padded convolution.
+
+    TA-Lib's SMA is a running sum whose rounding (~1e-13) depends on where the series starts,
+    while K and D often tie exactly (both 0 or 100 while RSI sits at a 14-bar extreme); they
+    are rounded to 1e-8 so a tie reads as a tie in a live window and in replay alike.
+    """
+    k, d = talib.STOCH(rsi, rsi, rsi, fastk_period=14, slowk_period=3, slowd_period=3)
+    return _rounded(k), _rounded(d)
+
+
+def _rounded(x: Any) -> FloatArray:
+    return np.asarray(np.round(np.asarray(x, dtype=np.float64), 8), dtype=np.float64)
 
 
 def stoch_rsi_vote(k: FloatArray, d: FloatArray) -> Vote:
@@ -129,20 +147,32 @@ def score(
     return np.clip(long, 0.0, 100.0), np.clip(short, 0.0, 100.0)
 
 
-def votes(c: Candles) -> tuple[SideArray, FloatArray, FloatArray]:
-    """Every vote for every bar: sides and strengths as (bars x 9) arrays, and ADX."""
+def decide(long: FloatArray, short: FloatArray, min_lead: float, min_score: float) -> SideArray:
+    """+1/-1 where a side is ahead of the other, above `min_lead` and at least `min_score`; else 0."""
+    go_long = (long > short) & (long > min_lead) & (long >= min_score)
+    go_short = (short > long) & (short > min_lead) & (short >= min_score)
+    return _side(go_long, go_short)
+
+
+def votes(c: Candles, start: int = 0) -> tuple[SideArray, FloatArray, FloatArray]:
+    """Every vote for bars `start`.. : sides and strengths as (bars x 9) arrays, and ADX.
+
+    Indicators run over all of `c` (their warm-up); only the bars asked for are voted on, which
+    in a live window is just the last one.
+    """
     h, lo, cl, v = c.high, c.low, c.close, c.volume
 
     def ta(fn: Any, *args: Any, **kw: Any) -> FloatArray:
-        return np.asarray(fn(*args, **kw), dtype=np.float64)
+        return np.asarray(fn(*args, **kw), dtype=np.float64)[start:]
 
-    rsi = ta(talib.RSI, cl, timeperiod=14)
-    macd, signal, _ = (np.asarray(x, dtype=np.float64) for x in talib.MACD(cl, 12, 26, 9))
+    rsi_full = np.asarray(talib.RSI(cl, timeperiod=14), dtype=np.float64)
+    rsi = rsi_full[start:]
+    macd, signal, _ = (np.asarray(x, dtype=np.float64)[start:] for x in talib.MACD(cl, 12, 26, 9))
     adx = ta(talib.ADX, h, lo, cl, timeperiod=14)
-    upper, _, lower = (np.asarray(x, dtype=np.float64) for x in talib.BBANDS(cl, 20, 2.0, 2.0))
-    # Stochastic RSI: STOCH over the RSI series, %K smoothed by a trailing SMA(3), %D SMA(3) of it.
-    k, d = (np.asarray(x, dtype=np.float64) for x in talib.STOCH(rsi, rsi, rsi, 14, 3, 0, 3, 0))
-    prev_close = np.concatenate([[np.nan], cl[:-1]])
+    upper, _, lower = (np.asarray(x, dtype=np.float64)[start:] for x in talib.BBANDS(cl, 20, 2.0, 2.0))
+    k, d = (x[start:] for x in stoch_rsi(rsi_full))
+    close = cl[start:]
+    prev_close = np.concatenate([[np.nan], cl[:-1]])[start:]
     cast = [
         rsi_vote(rsi),
         macd_vote(macd, signal),
@@ -150,11 +180,11 @@ def votes(c: Candles) -> tuple[SideArray, FloatArray, FloatArray]:
         adx_vote(
             adx, ta(talib.PLUS_DI, h, lo, cl, timeperiod=14), ta(talib.MINUS_DI, h, lo, cl, timeperiod=14)
         ),
-        bb_vote(cl, upper, lower),
-        volume_vote(v, ta(talib.SMA, v, timeperiod=20), cl, prev_close),
+        bb_vote(close, upper, lower),
+        volume_vote(v[start:], ta(talib.SMA, v, timeperiod=20), close, prev_close),
         roc_vote(ta(talib.ROC, cl, timeperiod=5)),
         stoch_rsi_vote(k, d),
-        trend_vote(cl, ta(talib.EMA, cl, timeperiod=50), ta(talib.EMA, cl, timeperiod=200)),
+        trend_vote(close, ta(talib.EMA, cl, timeperiod=50), ta(talib.EMA, cl, timeperiod=200)),
     ]
     sides = np.stack([s for s, _ in cast], axis=1)
     strengths = np.stack([st for _, st in cast], axis=1)
@@ -184,28 +214,28 @@ class DiyStrategy(Strategy[DiyParams]):
         if len(c) < self.lookback:
             return []
         p = self.params
-        sides, strengths, adx = votes(c)
+        first = self.lookback - 1
+        sides, strengths, adx = votes(c, first)
         trending = adx > p.trending_adx
         long, short = score(sides, strengths, trending)
-        go_long = (long > short) & (long > p.min_lead) & (long >= p.min_score)
-        go_short = (short > long) & (short > p.min_lead) & (short >= p.min_score)
-        fired = bars_from(go_long | go_short, self.lookback - 1)
+        side = decide(long, short, p.min_lead, p.min_score)
+        fired = bars_from(side != 0, 0)
         if not fired:
             return []
-        atr_ = atr(c, p.atr_period, p.atr_mode)
+        atr_ = atr(c, p.atr_period, p.atr_mode)[first:]
         return [
             self._candidate(
                 window,
-                i,
-                Direction.LONG if go_long[i] else Direction.SHORT,
-                (float(long[i]), float(short[i])),
-                sides[i],
-                strengths[i],
-                bool(trending[i]),
-                float(adx[i]),
-                float(atr_[i]),
+                first + k,
+                Direction.LONG if side[k] == 1 else Direction.SHORT,
+                (float(long[k]), float(short[k])),
+                sides[k],
+                strengths[k],
+                bool(trending[k]),
+                float(adx[k]),
+                float(atr_[k]),
             )
-            for i in fired
+            for k in fired
         ]
 
     # -- levels -----------------------------------------------------------------------------

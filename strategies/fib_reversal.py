@@ -122,21 +122,9 @@ class FibReversalStrategy(Strategy[FibReversalParams]):
         fire_long = up & hit & long_ok
         fire_short = down & hit & short_ok
 
-        out: list[Candidate] = []
-        for k in bars_from(fire_long | fire_short, 0):
-            direction = Direction.LONG if fire_long[k] else Direction.SHORT
-            out.append(
-                self._candidate(
-                    window,
-                    int(t[k]),
-                    direction,
-                    float(level[k]),
-                    bool(zone[k]),
-                    (int(hi_i[k]), float(high[k])),
-                    (int(lo_i[k]), float(low[k])),
-                )
-            )
-        return out
+        ks = np.asarray(bars_from(fire_long | fire_short, 0), dtype=np.int64)
+        columns = (t, fire_long, level, zone, hi_i, high, lo_i, low, cl, cl >= o, cl <= o)
+        return [self._candidate(*row) for row in zip(*(col[ks].tolist() for col in columns), strict=True)]
 
     def _zone(
         self, close: FloatArray, high: FloatArray, low: FloatArray, rng: FloatArray, up: BoolArray
@@ -166,34 +154,32 @@ class FibReversalStrategy(Strategy[FibReversalParams]):
 
     def _candidate(
         self,
-        window: Window,
         i: int,
-        direction: Direction,
+        up: bool,
         level: float,
         pocket: bool,
-        swing_high: tuple[int, float],
-        swing_low: tuple[int, float],
+        hi_at: int,
+        high: float,
+        lo_at: int,
+        low: float,
+        entry: float,
+        green: bool,
+        red: bool,
     ) -> Candidate:
         """STRUCTURE method on the older swing: SL beyond it by the 0.75% buffer, TP1/TP2 at 2.0/3.5 R."""
-        c = window.candles
-        entry = float(c.close[i])
-        (hi_at, high), (lo_at, low) = swing_high, swing_low
         rng = high - low
-        up = direction is Direction.LONG
         if up:
+            direction = Direction.LONG
             levels = self.levels.structure(direction, entry, swing_low=low)
             fib_price = high - level * rng
+            support = "close ≥ open" if green else "lower wick ≥ 2x body"
+            swing = f"up-swing {low:.8g} → {high:.8g} (high {i - hi_at} bars ago), low unbroken"
         else:
+            direction = Direction.SHORT
             levels = self.levels.structure(direction, entry, swing_high=high)
             fib_price = low + level * rng
-        zone = "GOLDEN_POCKET" if pocket else "STANDARD"
-        o = float(c.open[i])
-        if up:
-            support = "green bar" if entry >= o else "lower wick ≥ 2x body"
-            swing = f"up-swing {low:.8g} → {high:.8g} (high {i - hi_at} bars ago), low {low:.8g} unbroken"
-        else:
-            support = "red bar" if entry <= o else "upper wick ≥ 2x body"
-            swing = f"down-swing {high:.8g} → {low:.8g} (low {i - lo_at} bars ago), high {high:.8g} unbroken"
+            support = "close ≤ open" if red else "upper wick ≥ 2x body"
+            swing = f"down-swing {high:.8g} → {low:.8g} (low {i - lo_at} bars ago), high unbroken"
         where = "golden pocket 61.8-65%" if pocket else f"{level * 100:.1f}% retracement"
         return Candidate(
             bar=i,
@@ -205,7 +191,7 @@ class FibReversalStrategy(Strategy[FibReversalParams]):
                 f"bar supports it: {support}",
             ),
             metadata={
-                "zone": zone,
+                "zone": "GOLDEN_POCKET" if pocket else "STANDARD",
                 "level": level,
                 "fib_price": fib_price,
                 "swing_high": high,

@@ -114,26 +114,23 @@ class FibSwingStrategy(Strategy[FibSwingParams]):
         for f in LEVELS:
             near = np.isnan(level) & (np.abs(close - (base + sign * f * rng)) <= p.tolerance * rng)
             level = np.where(near, f, level)
-        weak_ok = (level != 0.382) | (c.volume[t] > vol_avg)
+        # A zero volume never beats the average (TA-Lib's running sum of zeros can dip below 0).
+        vol = c.volume[t]
+        weak_ok = (level != 0.382) | ((vol > vol_avg) & (vol > 0))
         fire = (up | down) & inside & ~np.isnan(level) & weak_ok
 
         confirmed = self._confirmed(c.low, c.high, anchor, up, t)
-        out: list[Candidate] = []
-        for k in bars_from(fire, 0):
-            direction = Direction.LONG if up[k] else Direction.SHORT
-            extreme = int(last_hi[k] if up[k] else last_lo[k])
-            swing = (int(anchor[k]), extreme, float(high[k]), float(low[k]))
-            out.append(
-                self._candidate(window, int(t[k]), direction, float(level[k]), swing, bool(confirmed[k]))
-            )
-        return out
+        extreme = np.where(up, last_hi, last_lo)
+        ks = np.asarray(bars_from(fire, 0), dtype=np.int64)
+        columns = (t, up, level, anchor, extreme, high, low, close, confirmed)
+        return [self._candidate(*row) for row in zip(*(col[ks].tolist() for col in columns), strict=True)]
 
     def _confirmed(
         self, low: FloatArray, high: FloatArray, anchor: IntArray, up: BoolArray, t: IntArray
     ) -> BoolArray:
-        """The `confirmation` bars after the anchor stayed on its side (LONG: no lower low;
-        SHORT: no higher high) - all of them closed by bar t. The original ran the LONG test
-        for SHORT anchors too, so no SHORT swing was ever confirmed; here it is mirrored."""
+        """The `confirmation` bars after the anchor held it (LONG: no lower low; SHORT: no higher
+        high), all of them closed by bar t. The original ran the LONG test on SHORT anchors
+        too; here it is mirrored. With confirmation ≤ swing_lookback the swing itself implies it."""
         last = anchor + self.params.confirmation
         closed = last <= t
         end = np.minimum(last, t)
@@ -146,26 +143,27 @@ class FibSwingStrategy(Strategy[FibSwingParams]):
 
     def _candidate(
         self,
-        window: Window,
         i: int,
-        direction: Direction,
+        up: bool,
         level: float,
-        swing: tuple[int, int, float, float],
+        anchor_at: int,
+        extreme_at: int,
+        high: float,
+        low: float,
+        entry: float,
         confirmed: bool,
     ) -> Candidate:
         """STRUCTURE method on the anchor: SL beyond it by the 0.75% buffer; TP1/TP2/TP3 at
         2.0/3.5/4.5 R (TP3 is a spec Decision: the original's equalled TP2 or sat on the wrong
         side), min R:R 2.0. Invalid levels are returned flagged, never replaced by a fallback."""
-        c = window.candles
-        entry = float(c.close[i])
-        anchor_at, extreme_at, high, low = swing
-        up = direction is Direction.LONG
         rng = high - low
         if up:
+            direction = Direction.LONG
             levels = self.levels.structure(direction, entry, swing_low=low)
             fib_price = high - level * rng
             leg = f"up-trend leg from swing low {low:.8g} to swing high {high:.8g}"
         else:
+            direction = Direction.SHORT
             levels = self.levels.structure(direction, entry, swing_high=high)
             fib_price = low + level * rng
             leg = f"down-trend leg from swing high {high:.8g} to swing low {low:.8g}"
@@ -175,9 +173,9 @@ class FibSwingStrategy(Strategy[FibSwingParams]):
             f"close {entry:.8g} at the {level * 100:.1f}% retracement {fib_price:.8g} ({quality})",
         ]
         if quality == "WEAK":
-            rationale.append("volume above its 20-bar average")
+            rationale.append(f"volume above its {self.params.volume_period}-bar average")
         if confirmed:
-            rationale.append(f"anchor held for {self.params.confirmation} bars")
+            rationale.append(f"anchor held for the next {self.params.confirmation} bars")
         return Candidate(
             bar=i,
             direction=direction,

@@ -52,6 +52,8 @@ def most_line(
     Every window is stepped at once — one array operation per step across all windows —
     because replay needs a fresh line for each of thousands of bars. `off` is per window.
     """
+    if ends.shape[0] <= _SCALAR_WINDOWS:
+        return _most_line_scalar(ema, off, ends, window, start)
     base = ends - (window - 1)
     line = ema[base + start] - off
     up = np.ones(ends.shape[0], dtype=bool)
@@ -63,6 +65,40 @@ def most_line(
         prev_up, up = up, up ^ crossed
         line = np.where(crossed, np.where(up, e - off, e + off), held)
     return line, up, prev_up
+
+
+# Below this many windows (the live path builds one) plain floats beat array operations,
+# whose per-call overhead dominates on arrays of one element.
+_SCALAR_WINDOWS = 4
+
+
+def _most_line_scalar(
+    ema: FloatArray, off: FloatArray, ends: IntArray, window: int, start: int
+) -> tuple[FloatArray, BoolArray, BoolArray]:
+    """The same recursion as `most_line`, one window at a time in plain Python floats."""
+    n = ends.shape[0]
+    lines, ups, prev_ups = np.empty(n), np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    for k in range(n):
+        base = int(ends[k]) - (window - 1)
+        d = float(off[k])
+        seg = ema[base + start : base + window].tolist()
+        line = seg[0] - d
+        up = prev_up = True
+        for e in seg[1:]:
+            if up:
+                held = max(line, e - d)
+                crossed = e < held
+            else:
+                held = min(line, e + d)
+                crossed = e > held
+            prev_up = up
+            if crossed:
+                up = not up
+                line = e - d if up else e + d
+            else:
+                line = held
+        lines[k], ups[k], prev_ups[k] = line, up, prev_up
+    return lines, ups, prev_ups
 
 
 class MostStrategy(Strategy[MostParams]):

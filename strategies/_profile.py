@@ -8,10 +8,15 @@ profiles at once, and stepping them all together keeps that to one array operati
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import FloatArray, IntArray
+
+# Up to this many profiles, a plain loop beats stepping arrays (see `_value_area_scalar`).
+SCALAR_PROFILES = 4
 
 
 def value_area(
@@ -25,11 +30,13 @@ def value_area(
     neighbours go up (volume_profile) or down (volume).
     """
     k, rows = hist.shape
+    target = share * hist.sum(axis=1)
+    if k <= SCALAR_PROFILES:
+        return _value_area_scalar(hist, poc, target, ties_upper)
     at = np.arange(k)
     lo = poc.astype(np.int64).copy()
     hi = lo.copy()
     acc = hist[at, lo].copy()
-    target = share * hist.sum(axis=1)
     for _ in range(rows - 1):
         growing = (acc < target) & ((lo > 0) | (hi < rows - 1))
         if not growing.any():
@@ -45,3 +52,29 @@ def value_area(
         lo = lo - step_down
         acc = acc + np.where(step_up, up_vol, 0.0) + np.where(step_down, down_vol, 0.0)
     return lo, hi
+
+
+def _value_area_scalar(
+    hist: FloatArray, poc: IntArray, target: FloatArray, ties_upper: bool
+) -> tuple[IntArray, IntArray]:
+    """The same growth one profile at a time, for the live path's single profile.
+
+    Array operations cost microseconds each however short the array, and a profile takes up to
+    `rows` steps; a plain loop is ten times cheaper there. It adds the same floats in the same
+    order as the array version, so both give identical answers (tested).
+    """
+    los, his = [], []
+    for row, start, goal in zip(hist.tolist(), poc.tolist(), target.tolist(), strict=True):
+        lo = hi = start
+        acc = row[start]
+        last = len(row) - 1
+        while acc < goal and (lo > 0 or hi < last):
+            up = row[hi + 1] if hi < last else -math.inf
+            down = row[lo - 1] if lo > 0 else -math.inf
+            if lo == 0 or (up >= down if ties_upper else up > down):
+                hi, acc = hi + 1, acc + up
+            else:
+                lo, acc = lo - 1, acc + down
+        los.append(lo)
+        his.append(hi)
+    return np.asarray(los, dtype=np.int64), np.asarray(his, dtype=np.int64)

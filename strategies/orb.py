@@ -68,57 +68,49 @@ class OrbParams(StrategyParams):
         return v
 
 
-def run_starts(code: npt.NDArray[np.int8]) -> IntArray:
-    """For each bar, the index where its run of equal codes began."""
-    n = code.shape[0]
-    new = np.ones(n, dtype=bool)
-    new[1:] = code[1:] != code[:-1]
-    return np.maximum.accumulate(np.where(new, np.arange(n), 0))
-
-
-def first_in_run(cond: npt.NDArray[np.bool_], start: IntArray) -> npt.NDArray[np.bool_]:
-    """Bars where `cond` holds for the first time within their run."""
-    cc = np.cumsum(cond)
-    before: IntArray = cc[start] - cond[start]
-    out: npt.NDArray[np.bool_] = cond & (cc - before == 1)
-    return out
-
-
-def count_in_session(flag: npt.NDArray[np.bool_], session_start: IntArray) -> IntArray:
-    """How many times `flag` held in the bar's session up to and including the bar."""
-    cc = np.cumsum(flag)
-    return np.asarray(cc - (cc[session_start] - flag[session_start]), dtype=np.int64)
+def rank_in_group(group: IntArray) -> IntArray:
+    """1-based position of each element among the equal values of a non-decreasing array."""
+    return np.arange(1, group.shape[0] + 1) - np.searchsorted(group, group, side="left")
 
 
 def stage_events(
     code: npt.NDArray[np.int8],
-    vol_ok: npt.NDArray[np.bool_],
-    session_start: IntArray,
+    session: IntArray,
+    vol_ok: npt.NDArray[np.bool_] | None,
     min_bars: int,
     max_cycles: int,
 ) -> npt.NDArray[np.int8]:
-    """The state machine of one stage, solved on runs of equal position codes.
+    """The state machine of a stage, solved on runs of equal position codes.
 
     `code` is +1 above the range, -1 below, 0 inside, INACTIVE before the range exists. A
-    breakout closes on the first bar that leaves its side (inside: retest; opposite side or
-    new session: silently), so no breakout is ever open when a run starts. Hence each run
-    outside fires at most one breakout — its first bar from the `min_bars`-th on that passes
-    the volume filter — subject to the session's cycle cap, and a run that fired is followed
-    by a retest exactly when the next bar is inside.
+    breakout ends on the first bar that leaves its side (inside: the retest; the opposite side
+    or a new session: silently), so no breakout is ever open when a run starts. Hence each run
+    outside fires at most one breakout — on its `min_bars`-th bar, or with the volume filter
+    the first bar from there on that passes it — subject to the session's cycle cap, and a run
+    that fired is followed by a retest exactly when the next run is inside. Only run starts
+    and fired bars are touched, so the cost is in runs, not bars.
     """
     n = code.shape[0]
-    start = run_starts(code)
+    new = np.ones(n, dtype=bool)
+    new[1:] = code[1:] != code[:-1]
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    rcode = code[starts]
+    ok_bars = None if vol_ok is None else np.flatnonzero(vol_ok)
     out = np.zeros(n, dtype=np.int8)
-    runpos = np.arange(n) - start
     for side, brk, ret in ((1, BREAKOUT_UP, RETEST_UP), (-1, BREAKOUT_DOWN, RETEST_DOWN)):
-        qualifies = first_in_run((code == side) & (runpos >= min_bars - 1) & vol_ok, start)
-        fired = qualifies & (count_in_session(qualifies, session_start) <= max_cycles)
-        run_fired = np.zeros(n, dtype=bool)
-        run_fired[start[fired]] = True
-        retest = np.zeros(n, dtype=bool)
-        retest[1:] = (code[1:] == 0) & (code[:-1] == side) & run_fired[start[:-1]]
-        out[fired] = brk
-        out[retest] = ret
+        runs = np.flatnonzero((rcode == side) & (ends - starts >= min_bars))
+        at = starts[runs] + (min_bars - 1)
+        if ok_bars is not None:
+            k = np.searchsorted(ok_bars, at)
+            nxt = ok_bars[np.minimum(k, ok_bars.shape[0] - 1)] if ok_bars.shape[0] else at
+            inside_run = (k < ok_bars.shape[0]) & (nxt < ends[runs])
+            runs, at = runs[inside_run], nxt[inside_run]
+        keep = rank_in_group(session[at]) <= max_cycles
+        runs, at = runs[keep], at[keep]
+        out[at] = brk
+        following = runs[runs + 1 < starts.shape[0]] + 1
+        out[starts[following[rcode[following] == 0]]] = ret
     return out
 
 
@@ -132,7 +124,7 @@ def session_ranges(
     hi = np.maximum.accumulate(c.high[idx], axis=1)[:, sizes - 1].T
     lo = np.minimum.accumulate(c.low[idx], axis=1)[:, sizes - 1].T
     full = lengths >= sizes[:, None]
-    return np.where(full, hi, np.nan), np.where(full, lo, np.nan)
+    return np.where(full, hi, np.nan), np.where(full, lo, np.nan)  # contiguous (stages, sessions)
 
 
 class OrbStrategy(Strategy[OrbParams]):
@@ -170,68 +162,70 @@ class OrbStrategy(Strategy[OrbParams]):
         new_session = np.ones(n, dtype=bool)
         new_session[1:] = day[1:] != day[:-1]
         starts = np.flatnonzero(new_session)
-        session_start = np.maximum.accumulate(np.where(new_session, np.arange(n), 0))
-        pos = np.arange(n) - session_start
         lengths = np.diff(np.append(starts, n))
         session = np.cumsum(new_session) - 1
+        pos = np.arange(n) - starts[session]
 
+        vol_ok = None
         if p.volume_filter:
             vma = np.asarray(talib.SMA(c.volume, timeperiod=p.volume_ma_length), dtype=np.float64)
-            vol_ok = c.volume > p.volume_mult * vma
-        else:
-            vol_ok = np.ones(n, dtype=bool)
+            vol_ok = np.tile(c.volume > p.volume_mult * vma, len(p.stages))
 
         # All stages at once: rows are stages, laid end to end for the run logic. Each row
         # starts with an INACTIVE bar (position 0 of a session), so no run crosses rows.
         sizes = np.asarray(p.stages, dtype=np.int64)
         rows = sizes.shape[0]
         hi_s, lo_s = session_ranges(c, starts, lengths, sizes)
-        hi, lo = hi_s[:, session], lo_s[:, session]
+        hi, lo = np.repeat(hi_s, lengths, axis=1), np.repeat(lo_s, lengths, axis=1)
         buf = p.breakout_buffer_pct / 100.0
-        code = np.where(c.close > hi * (1.0 + buf), 1, np.where(c.close < lo * (1.0 - buf), -1, 0))
-        code = np.where(pos >= sizes[:, None], code, INACTIVE).astype(np.int8)
-        flat_start = (session_start + n * np.arange(rows)[:, None]).ravel()
-        ev = stage_events(
-            code.ravel(), np.tile(vol_ok, rows), flat_start, p.min_bars_outside, p.max_cycles
-        ).reshape(rows, n)
-        has = ev != 0
-        row = has.argmax(axis=0)  # the first stage, in the configured order, with an event
-        cols = np.arange(n)
-        event = np.where(has.any(axis=0), ev[row, cols], 0)
+        code = (c.close > hi * (1.0 + buf)).view(np.int8) - (c.close < lo * (1.0 - buf)).view(np.int8)
+        code[pos < sizes[:, None]] = INACTIVE
+        flat_session = (session + (int(session[-1]) + 1) * np.arange(rows)[:, None]).ravel()
+        flat = stage_events(code.ravel(), flat_session, vol_ok, p.min_bars_outside, p.max_cycles)
+        ev = flat.reshape(rows, n)
+        # One event per bar: the first stage, in the configured order, that has one.
+        event = np.zeros(n, dtype=np.int8)
+        row = np.zeros(n, dtype=np.int64)
+        for k in range(rows - 1, -1, -1):
+            hit = np.flatnonzero(ev[k])
+            event[hit], row[hit] = ev[k, hit], k
 
         atr_ = atr(c, p.atr_period, p.atr_mode)
         first = self.lookback - 1
+        at = np.flatnonzero(event[first:]) + first
+        r = row[at]
         return [
-            self._candidate(
-                int(i), int(event[i]), int(sizes[row[i]]), c, hi[row[i], i], lo[row[i], i], atr_[i]
+            self._candidate(*args)
+            for args in zip(
+                at.tolist(),
+                event[at].tolist(),
+                sizes[r].tolist(),
+                c.close[at].tolist(),
+                hi[r, at].tolist(),
+                lo[r, at].tolist(),
+                atr_[at].tolist(),
+                strict=True,
             )
-            for i in np.flatnonzero(event[first:]) + first
         ]
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(self, i: int, ev: int, size: int, c: Candles, hi: float, lo: float, a: float) -> Candidate:
+    def _candidate(
+        self, i: int, ev: int, size: int, entry: float, hi: float, lo: float, a: float
+    ) -> Candidate:
         """ATR method with global risk: SL 1.5 ATR (+0.75 % buffer), TP1/2/3 at 2.0/3.0/4.5 ATR."""
-        direction = Direction.LONG if ev in (BREAKOUT_UP, RETEST_UP) else Direction.SHORT
-        entry = float(c.close[i])
-        levels = self.levels.atr(direction, entry=entry, atr=float(a))
-        name = EVENTS[ev]
-        edge = "high" if direction is Direction.LONG else "low"
+        long = ev in (BREAKOUT_UP, RETEST_UP)
+        direction = Direction.LONG if long else Direction.SHORT
+        edge = "high" if long else "low"
         if ev in (BREAKOUT_UP, BREAKOUT_DOWN):
-            side = "above" if direction is Direction.LONG else "below"
-            what = f"{self.params.min_bars_outside} consecutive closes {side} the ORB{size} {edge}"
+            side = "above" if long else "below"
+            what = f"{self.params.min_bars_outside}+ consecutive closes {side} the ORB{size} {edge}"
         else:
             what = f"close back inside ORB{size} after a breakout of its {edge}: retest"
         return Candidate(
             bar=i,
             direction=direction,
-            levels=levels,
+            levels=self.levels.atr(direction, entry=entry, atr=a),
             rationale=(f"ORB{size} {lo:.8g} to {hi:.8g} (session from 00:00 UTC)", what),
-            metadata={
-                "kind": name,
-                "stage": size,
-                "orb_high": float(hi),
-                "orb_low": float(lo),
-                "atr": float(a),
-            },
+            metadata={"kind": EVENTS[ev], "stage": size, "orb_high": hi, "orb_low": lo, "atr": a},
         )

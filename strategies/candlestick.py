@@ -111,7 +111,7 @@ class CandlestickStrategy(Strategy[CandlestickParams]):
     Params = CandlestickParams
     # The spec defines TP1/TP2 only, so the global TP3 is switched off with None (the base
     # class types RISK as float-valued; RiskSettings.tp3_mult accepts None).
-    RISK = {"sl_mult": 1.5, "tp1_mult": 1.5, "tp2_mult": 2.5, "tp3_mult": None}  # type: ignore[dict-item]
+    RISK = {"sl_mult": 1.5, "tp1_mult": 1.5, "tp2_mult": 2.5, "tp3_mult": None}
     DEFAULT_TIMEFRAME = "5m"
     DEFAULT_COOLDOWN = 900
 

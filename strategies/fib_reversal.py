@@ -72,7 +72,7 @@ class FibReversalStrategy(Strategy[FibReversalParams]):
     Params = FibReversalParams
     # The spec gives TP1/TP2 only, so the global TP3 is switched off. (The base class types RISK
     # as floats only, though RiskSettings.merged takes None.)
-    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.5, "tp3_mult": None, "min_rr": 1.5}  # type: ignore[dict-item]
+    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.5, "tp3_mult": None, "min_rr": 1.5}
     DEFAULT_TIMEFRAME = "15m"
     DEFAULT_COOLDOWN = 3600
 

@@ -86,7 +86,7 @@ class MtfStrategy(Strategy[MtfParams]):
     Params = MtfParams
     # The spec gives TP1/TP2 only, so the global TP3 is switched off (the base class types RISK
     # as float-valued; RiskSettings.tp3_mult accepts None).
-    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None, "min_rr": 1.3}  # type: ignore[dict-item]
+    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None, "min_rr": 1.3}
     DEFAULT_TIMEFRAME = "15m"
     DEFAULT_COOLDOWN = 3600
 

@@ -75,7 +75,7 @@ class StratStrategy(Strategy[StratParams]):
     Params = StratParams
     # The spec defines TP1/TP2 only, so the global TP3 is switched off with None (the base
     # class types RISK as float-valued; RiskSettings.tp3_mult accepts None).
-    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None}  # type: ignore[dict-item]
+    RISK = {"sl_mult": 1.5, "tp1_mult": 2.0, "tp2_mult": 3.0, "tp3_mult": None}
     DEFAULT_TIMEFRAME = "15m"
     DEFAULT_COOLDOWN = 3600
 

@@ -83,7 +83,7 @@ class Strategy(ABC, Generic[P]):
     INTERFACE_VERSION: ClassVar[int] = 1
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
-    RISK: ClassVar[Mapping[str, float]] = {}
+    RISK: ClassVar[Mapping[str, float | None]] = {}
     DEFAULT_TIMEFRAME: ClassVar[str] = "5m"
     DEFAULT_COOLDOWN: ClassVar[int] = 1800
 

@@ -43,7 +43,7 @@ def _levels(entry: float | None, stop_loss: float | None, take_profits: Iterable
 def format_signal(signal: Signal) -> str:
     """The console line for one signal: when, who, what, and the levels to act on."""
     head = (
-        f"{signal.created_at}  {signal.strategy:<10}{signal.symbol:<10}"
+        f"{signal.created_at}  {signal.strategy:<14} {signal.symbol:<10} "
         f"{signal.timeframe:<4}{signal.direction.value:<7}"
     )
     parts = [head + _levels(signal.entry, signal.stop_loss, signal.take_profits)]

@@ -13,8 +13,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +28,7 @@ from engine.metrics import Metrics
 from engine.pipeline import Pipeline
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
+from engine.replay_plan import DeferredClock, ReplayPlan, plan_replay, unreplayable_reason
 from engine.scheduler import Scheduler
 from engine.server import HealthServer
 from engine.signals.builder import SignalBuilder
@@ -41,65 +41,12 @@ from engine.sinks.journal import Journal
 from engine.sinks.redeliver import redeliver
 from engine.state import EngineState, StateStore
 from engine.stats import consensus_settings
-from engine.timeframes import timeframe_seconds
 
 log = logging.getLogger("engine")
 
 HEARTBEAT_SECONDS = 5.0
 HEALTH_STALE_SECONDS = 60.0
 STATE_SAVE_SECONDS = 30.0
-
-
-class DeferredClock:
-    """A clock whose implementation is chosen after the data it depends on is known.
-
-    Replay needs the CSVs' time range to place its virtual clock, and the replay source needs
-    a clock; this breaks that knot without either knowing about the other.
-    """
-
-    def __init__(self) -> None:
-        self.inner: Clock = RealClock()
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-    async def sleep_until(self, when: float) -> None:
-        await self.inner.sleep_until(when)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayPlan:
-    start: float
-    end: float
-
-
-def history_start(market: ReplayMarket, inst: PluginInstance) -> tuple[float, float]:
-    """(first time the instance has full windows on every timeframe, last candle close) in epoch s."""
-    needs = inst.strategy.needs()
-    first, last = 0.0, float("inf")
-    for tf in needs.timeframes:
-        tf_s = timeframe_seconds(tf)
-        first_ms, last_ms = market.time_range(tf)
-        first = max(first, first_ms / 1000 + (needs.lookback + 1) * tf_s)
-        last = min(last, last_ms / 1000 + tf_s)
-    return first, last
-
-
-def plan_replay(config: LoadedConfig, market: ReplayMarket, instances: list[PluginInstance]) -> ReplayPlan:
-    """Start as soon as some instance has a full window (the others stay silent until theirs
-    fill, as they would live); end after the last candle closes."""
-    spans = [history_start(market, inst) for inst in instances]
-    if not spans:
-        raise EngineError("replay: no strategy instance can run on these files")
-    start = min(s for s, _ in spans)
-    end = max(e for _, e in spans)
-    if config.settings.market.replay_start:
-        ts = datetime.fromisoformat(config.settings.market.replay_start)
-        start = ts.timestamp() if ts.tzinfo else ts.replace(tzinfo=UTC).timestamp()
-    return ReplayPlan(start=start, end=end)
 
 
 class Engine:
@@ -327,32 +274,11 @@ class Engine:
         )
 
     def _skip_unreplayable(self) -> None:
-        """CSV files hold candles only: strategies needing live snapshots cannot run on them.
-
-        They are dropped from the schedule with the reason logged and shown in /ready, never
-        silently.
-        """
+        """Drop instances the files cannot feed, with the reason logged and shown in /ready."""
+        assert self.replay_market is not None
         keep: list[PluginInstance] = []
         for inst in self.instances:
-            needs = inst.strategy.needs()
-            missing = [
-                kind
-                for kind, wanted in (
-                    ("ticker", needs.ticker),
-                    ("trades", needs.trades > 0),
-                    ("order book", needs.order_book > 0),
-                    ("funding rate", needs.funding),
-                )
-                if wanted
-            ]
-            reason = f"replay files have no {', '.join(missing)} data" if missing else ""
-            if not reason and self.replay_market is not None:
-                try:
-                    first, last = history_start(self.replay_market, inst)
-                    if first >= last:
-                        reason = f"the files hold less history than its lookback of {needs.lookback} bars"
-                except EngineError as exc:
-                    reason = str(exc)
+            reason = unreplayable_reason(self.replay_market, inst)
             if reason:
                 self.skipped[inst.name] = reason
                 log.warning("%s: skipped in replay: %s", inst.name, reason)
@@ -416,12 +342,12 @@ class Engine:
     def _restore(self, state: EngineState) -> None:
         self.cooldowns = Cooldowns(state.cooldowns)
         self.builder.cooldowns = self.cooldowns
-        self.open_signals = list(state.open_signals)
+        self.tracker.restore(state.open_signals, state.outcomes.get("stats", {}))
         if self.consensus is not None and state.consensus:
             self.consensus.restore(state.consensus)
-        if state.cooldowns:
+        if state.cooldowns or state.open_signals:
             log.info(
-                "restored %d cooldowns and %d open signals", len(state.cooldowns), len(state.open_signals)
+                "restored %d cooldowns and %d open signals", len(state.cooldowns), len(self.tracker.open)
             )
 
     def _save_state(self) -> None:

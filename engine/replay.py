@@ -23,6 +23,7 @@ from engine.metrics import Metrics
 from engine.plugins.base import Window
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
+from engine.replay_plan import history_start, unreplayable_reason
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
@@ -73,16 +74,8 @@ class _Found:
 
 def replay_start_ms(instances: Sequence[PluginInstance], market: ReplayMarket) -> int:
     """Where `engine run`'s paced replay starts: the first close at which some instance has a
-    full window (the same rule as `engine.app.plan_replay`)."""
-    starts = []
-    for inst in instances:
-        needs = inst.strategy.needs()
-        first = 0
-        for tf in needs.timeframes:
-            first_ms, _ = market.time_range(tf)
-            first = max(first, first_ms + (needs.lookback + 1) * timeframe_seconds(tf) * 1000)
-        starts.append(first)
-    return min(starts)
+    full window (the same rule as `engine.replay_plan.plan_replay`)."""
+    return int(min(history_start(market, inst)[0] for inst in instances) * 1000)
 
 
 def run_replay(
@@ -147,21 +140,11 @@ def _runnable(
 ) -> list[PluginInstance]:
     keep = []
     for inst in instances:
-        needs = inst.strategy.needs()
-        if not needs.ohlcv_only:
-            kinds = [
-                k
-                for k, on in (
-                    ("ticker", needs.ticker),
-                    ("trades", needs.trades > 0),
-                    ("order book", needs.order_book > 0),
-                    ("funding rate", needs.funding),
-                )
-                if on
-            ]
-            result.skipped[inst.name] = f"needs {', '.join(kinds)} data, which candle files do not hold"
-            continue
-        keep.append(inst)
+        reason = unreplayable_reason(market, inst)
+        if reason:
+            result.skipped[inst.name] = reason
+        else:
+            keep.append(inst)
     return keep
 
 

@@ -158,7 +158,7 @@ def test_run_probe_stop_restart(tmp_path: Path) -> None:
     assert rc == 0, err[-3000:]
     assert "restored" in err and "cooldowns" in err
     for rec in journal(state)[n_before:]:
-        if rec["strategy"] != "psar":
+        if rec["strategy"] != "psar" or rec["kind"] != "signal":
             continue
         key = f"psar|{rec['symbol']}|{rec['timeframe']}|{rec['direction']}"
         if key in cooldowns:

@@ -157,6 +157,20 @@ def test_run_probe_stop_restart(tmp_path: Path) -> None:
         rc, out, err = stop(proc)
     assert rc == 0, err[-3000:]
     assert "restored" in err and "cooldowns" in err
+    after = json.loads(state_file.read_text())
+    # outcome statistics and tracked signals survive the restart (they are only ever added to)
+    before_stats, after_stats = saved["outcomes"]["stats"]["psar"], after["outcomes"]["stats"]["psar"]
+    assert after_stats["signals"] >= before_stats["signals"] > 0
+    closed = ("tp1", "tp2", "tp3", "sl", "expired")
+    assert sum(after_stats[k] for k in closed) >= sum(before_stats[k] for k in closed)
+    # a signal still open at the first stop is followed on: still open, or closed after the restart
+    open_before = {p["signal_id"] for p in saved["open_signals"]}
+    assert open_before, "the first run should leave some signals open"
+    still_open = {p["signal_id"] for p in after["open_signals"]}
+    closed_later = {
+        r["signal_id"] for r in journal(state)[n_before:] if r["kind"] == "outcome" and r["final"]
+    }
+    assert open_before <= still_open | closed_later
     for rec in journal(state)[n_before:]:
         if rec["strategy"] != "psar" or rec["kind"] != "signal":
             continue

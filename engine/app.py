@@ -13,12 +13,12 @@ import logging
 import os
 import signal
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from engine.clock import Clock, PacedClock, RealClock, VirtualClock
-from engine.config import LoadedConfig, resolve_path
+from engine.config import LoadedConfig, load_config, resolve_path
 from engine.errors import EngineError
 from engine.market.exchange import ExchangeMarket
 from engine.market.gateway import MarketGateway
@@ -26,8 +26,10 @@ from engine.market.replay import ReplayMarket
 from engine.market.source import MarketData
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
-from engine.plugins.instance import PluginInstance
+from engine.plugins.instance import PluginInstance, build_instances
+from engine.plugins.registry import Registry
 from engine.plugins.runner import SafeRunner
+from engine.reload import plan_reload
 from engine.replay_plan import DeferredClock, ReplayPlan, plan_replay, unreplayable_reason
 from engine.scheduler import Scheduler
 from engine.server import HealthServer
@@ -35,7 +37,7 @@ from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.outcomes import OutcomeTracker
-from engine.sinks.build import build_sinks
+from engine.sinks.build import build_sinks, check_sinks
 from engine.sinks.dispatch import DeadLetters, Dispatcher
 from engine.sinks.journal import Journal
 from engine.sinks.redeliver import redeliver
@@ -61,9 +63,11 @@ class Engine:
         stdout: IO[str] | None = None,
         source: MarketData | None = None,
         clock: Clock | None = None,
+        registry: Registry | None = None,
     ) -> None:
         st = config.settings
         self.config = config
+        self.registry = registry or Registry.discover()
         self.instances = instances
         self.metrics = Metrics()
         self.state_dir = state_dir or resolve_path(st.engine.state_dir)
@@ -143,6 +147,8 @@ class Engine:
         self._saved_at = 0.0
         self._stop_event = asyncio.Event()
         self._scheduler_task: asyncio.Task[None] | None = None
+        self._tick_lock = asyncio.Lock()
+        self.last_reload: dict[str, Any] | None = None
 
     # -- status (StatusProbe for the HTTP server) ---------------------------------------------
 
@@ -174,6 +180,7 @@ class Engine:
             "skipped": self.skipped,
             "instances": len(self.instances),
             "replay_done": self.replay_done,
+            "last_reload": self.last_reload,
         }
         return not reasons, details
 
@@ -193,6 +200,83 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+
+    def _reload_soon(self) -> None:
+        self._reload_task = asyncio.ensure_future(self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config directory and apply the difference; keep running the old config
+        (and say why) when the new one is invalid."""
+        async with self._tick_lock:
+            result = self._reload()
+        self.last_reload = result
+        self.metrics.reloads.labels("success" if result["ok"] else "failure").inc()
+        return result
+
+    def _reload(self) -> dict[str, Any]:
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new, problems = load_config(self.config.directory)
+        instances: list[PluginInstance] = []
+        if new is not None:
+            instances, inst_problems = build_instances(new, self.registry)
+            problems = problems + inst_problems + check_sinks(new.settings)
+        if new is None or problems:
+            for p in problems:
+                log.error("reload rejected, old config kept: %s", p)
+            return {"ok": False, "at": at, "errors": [str(p) for p in problems]}
+        plan = plan_reload(self.config, new, instances)
+        if plan.needs_restart:
+            log.warning("reload: %s only change after a restart", ", ".join(plan.needs_restart))
+        fresh = [plan.instances[n] for n in (*plan.added, *plan.changed)]
+        for name in (*plan.removed, *plan.changed):
+            self.skipped.pop(name, None)
+        if self.replay_market is not None:
+            keep = []
+            for inst in fresh:
+                reason = unreplayable_reason(self.replay_market, inst)
+                if reason:
+                    self.skipped[inst.name] = reason
+                    log.warning("%s: skipped in replay: %s", inst.name, reason)
+                else:
+                    keep.append(inst)
+            fresh = keep
+        self._prepare(fresh)
+        kept = [i for i in self.instances if i.name in plan.unchanged]
+        self.instances = sorted(kept + fresh, key=lambda i: i.name)
+        self.scheduler.set_instances(self.instances)
+        st = new.settings
+        self.runner.quarantine_after = st.engine.quarantine_after
+        if self.consensus is not None:
+            self.consensus.settings = consensus_settings(new)
+            self.consensus.weights = dict(st.consensus.weights)
+            self.consensus.plugin_of = {i.name: i.plugin for i in self.instances}
+        self.config = new
+        summary = plan.summary()
+        log.info(
+            "reload applied: added %s, removed %s, changed %s",
+            summary["added"] or "none",
+            summary["removed"] or "none",
+            summary["changed"] or "none",
+        )
+        return {"ok": True, "at": at, **summary}
+
+    def _prepare(self, instances: list[PluginInstance]) -> None:
+        """Drop symbols the exchange does not list and subscribe the gateway to the rest."""
+        known = self.gateway.markets
+        for inst in instances:
+            missing = [s for s in inst.symbols if s not in known]
+            if missing:
+                log.error(
+                    "%s: unknown symbols on %s skipped: %s",
+                    inst.name,
+                    self.config.settings.market.exchange,
+                    ", ".join(missing),
+                )
+                inst.symbols = tuple(s for s in inst.symbols if s in known)
+            for sym in inst.symbols:
+                for tf in inst.strategy.needs().timeframes:
+                    self.gateway.subscribe(sym, tf, inst.lookback)
 
     async def run(self) -> None:
         """Run until stopped; raises StateLocked if another engine owns the state dir."""
@@ -255,17 +339,7 @@ class Engine:
                 backoff = min(backoff * 2, 60.0)
         if self.stopping:
             return
-        known = self.gateway.markets
-        for inst in self.instances:
-            missing = [s for s in inst.symbols if s not in known]
-            if missing:
-                log.error(
-                    "%s: unknown symbols on %s skipped: %s", inst.name, st.market.exchange, ", ".join(missing)
-                )
-                inst.symbols = tuple(s for s in inst.symbols if s in known)
-            for sym in inst.symbols:
-                for tf in inst.strategy.needs().timeframes:
-                    self.gateway.subscribe(sym, tf, inst.lookback)
+        self._prepare(self.instances)
         self.markets_loaded = True
         log.info(
             "engine started: %d strategy instances, %d markets watched",
@@ -288,7 +362,8 @@ class Engine:
 
     async def _tick(self, now: float, due: list[PluginInstance]) -> None:
         started = time.perf_counter()
-        await self.pipeline.tick(now, due)
+        async with self._tick_lock:
+            await self.pipeline.tick(now, due)
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.heartbeat.set(now)

@@ -171,6 +171,9 @@ class Metrics:
         self.state_saves = Counter(
             "engine_state_saves_total", "State snapshots written, by outcome.", ["outcome"], registry=r
         )
+        self.reloads = Counter(
+            "engine_reloads_total", "Config reloads, by outcome (success, failure).", ["outcome"], registry=r
+        )
         # engine
         self.ticks = Counter("engine_ticks_total", "Scheduler ticks run.", registry=r)
         self.tick_duration = Histogram(

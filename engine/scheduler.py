@@ -45,6 +45,7 @@ class Scheduler:
         self.on_tick = on_tick
         self.close_delay = close_delay
         self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
         self.ticks = 0
         self.last_tick: float | None = None
         now = clock.now()
@@ -53,6 +54,16 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def set_instances(self, instances: Sequence[PluginInstance]) -> None:
+        """Swap the instance set (a reload): kept objects keep their schedule, new ones run now."""
+        known = {id(i) for i in self.instances}
+        now = self.clock.now()
+        for inst in instances:
+            if id(inst) not in known:
+                inst.next_due = now
+        self.instances = list(instances)
+        self._changed.set()
 
     @property
     def stopping(self) -> bool:
@@ -66,16 +77,18 @@ class Scheduler:
         return min(live) if live else None
 
     async def _sleep_until(self, when: float) -> bool:
-        """Sleep on the clock; False if a stop request interrupted it."""
+        """Sleep on the clock; False if a stop request or an instance change interrupted it."""
+        self._changed.clear()
         sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
         stopper = asyncio.ensure_future(self._stop.wait())
+        changer = asyncio.ensure_future(self._changed.wait())
         try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeper, stopper, changer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (sleeper, stopper):
+            for t in (sleeper, stopper, changer):
                 if not t.done():
                     t.cancel()
-        return not self._stop.is_set()
+        return sleeper.done() and not self._stop.is_set()
 
     async def run_once(self) -> list[PluginInstance]:
         """Wait for the next due time and run that tick; returns the instances that ran."""

@@ -97,6 +97,32 @@ class ServerSection(Section):
     enabled: bool = Field(True, description="Serve /health, /ready, /metrics.")
     host: str = Field("127.0.0.1", description="Bind address; loopback by default.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    admin_token_file: str | None = Field(
+        None,
+        description="File holding the admin bearer token (mode 0600), used when ENGINE_ADMIN_TOKEN is "
+        "unset; without a token the /admin endpoints do not exist.",
+    )
+
+
+class LoggingSection(Section):
+    """The optional log file: JSON lines (or plain text), rotated by size, mode 0600."""
+
+    file: str | None = Field(None, description="Log file path; unset = console (stderr) only.")
+    max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Rotate the file when it would grow past this size."
+    )
+    backups: int = Field(5, ge=1, le=1000, description="Rotated files kept: file.1 (newest) … file.N.")
+    # `json` is the key users write; the attribute is renamed because BaseModel.json exists
+    json_lines: bool = Field(True, alias="json", description="JSON lines (true) or plain text (false).")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="File log level; unset = engine.log_level."
+    )
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        v = v.strip() if v is not None else None
+        return v or None
 
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -257,6 +283,7 @@ class EngineSettings(BaseSettings):
     engine: EngineSection = Field(default_factory=EngineSection)
     market: MarketSection = Field(default_factory=MarketSection)
     server: ServerSection = Field(default_factory=ServerSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
     consensus: ConsensusSection = Field(default_factory=ConsensusSection)
     sinks: SinksSection = Field(default_factory=SinksSection)
     risk: RiskSection = Field(default_factory=RiskSection)
@@ -379,6 +406,10 @@ def _read_toml(path: Path, problems: list[ConfigProblem]) -> dict[str, Any] | No
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         problems.append(ConfigProblem(str(path), "", f"invalid TOML: {exc}"))
+    except UnicodeDecodeError as exc:
+        problems.append(
+            ConfigProblem(str(path), "", f"not UTF-8 text (byte {exc.start}): TOML files must be UTF-8")
+        )
     except OSError as exc:
         problems.append(ConfigProblem(str(path), "", f"cannot read: {exc.strerror}"))
     return None

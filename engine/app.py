@@ -170,6 +170,8 @@ class Engine:
         market = self.gateway.status()
         if market.get("breaker") == "open":
             reasons.append("circuit breaker open for every exchange")
+        if market.get("pause_reason") == "banned":
+            reasons.append(f"exchange banned this IP; paused for {market.get('pause_remaining_s')} s")
         details: dict[str, Any] = {
             "ready": not reasons,
             "reasons": reasons,

@@ -9,11 +9,11 @@ around that, and ccxt exceptions are translated at this boundary.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt_async
 from ccxt.base import errors as cx
@@ -22,6 +22,7 @@ from engine.clock import Clock
 from engine.errors import (
     BadResponse,
     CircuitOpen,
+    DataUnavailable,
     ExchangePaused,
     IPBanned,
     MarketError,
@@ -31,25 +32,35 @@ from engine.errors import (
 )
 from engine.market.breaker import CircuitBreaker
 from engine.market.ccxt_errors import header, translate
+from engine.market.ccxt_parse import to_funding, to_order_book, to_ticker, to_trades
 from engine.market.limiter import TokenBucket
 from engine.market.retry import Retrier, RetryPolicy
+from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
+from engine.market.weights import (
+    USED_WEIGHT_HEADER,
+    USED_WEIGHT_WINDOW_S,
+    answers_array,
+    ccxt_units,
+    published_weight_per_minute,
+    rewrite_api_urls,
+    swap_depth_limit,
+    weight_per_unit,
+)
 from engine.metrics import Metrics
 
 T = TypeVar("T")
 MarketType = Literal["spot", "swap"]
 
-# Which ccxt implicit endpoint each of our calls ends up on, so its declared cost (and
-# Binance's limit-dependent klines cost) is charged before the call. Exchanges not listed are
-# charged ccxt's default cost of one unit.
-_ENDPOINTS: dict[tuple[str, str], dict[str, str]] = {
-    ("binance", "spot"): {"markets": "publicGetExchangeInfo", "ohlcv": "publicGetKlines"},
-    ("binance", "swap"): {"markets": "fapiPublicGetExchangeInfo", "ohlcv": "fapiPublicGetKlines"},
-}
 # ccxt binance's options["fetchMarkets"]["types"]: load only the market family we trade, so
 # load_markets is one request rather than one per family.
 _FETCH_MARKETS_TYPES = {"spot": "spot", "swap": "linear"}
-_USED_WEIGHT = "X-MBX-USED-WEIGHT-1M"
-_INTERVAL_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
+# Binance bans for at least two minutes, and a ban that is cut short by a clock difference
+# starts again longer; so a 418 pauses at least this long whatever its Retry-After says.
+MIN_BAN_PAUSE_S = 120.0
+# A 429 without Retry-After: the longest a one-minute weight window can still be full.
+DEFAULT_429_PAUSE_S = 60.0
+# Binance caps one trades or klines answer at 1000 rows.
+_MAX_ROWS = 1000
 # Most specific first: IPBanned is a RateLimited.
 _OUTCOMES: tuple[tuple[type[MarketError], str], ...] = (
     (CircuitOpen, "circuit_open"),
@@ -62,43 +73,7 @@ _OUTCOMES: tuple[tuple[type[MarketError], str], ...] = (
 # Errors raised while ccxt parses a body that is JSON but not the expected shape.
 _PARSE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
 
-
-def rewrite_api_urls(urls: object, api_url: str) -> Any:
-    """Every URL string in ccxt's nested `urls["api"]`, with scheme and host from `api_url`.
-
-    The path is kept (and put after any path `api_url` has), so one emulator or proxy serves
-    every API family: https://fapi.binance.com/fapi/v1 → http://127.0.0.1:8000/fapi/v1.
-    """
-    if isinstance(urls, dict):
-        return {key: rewrite_api_urls(value, api_url) for key, value in urls.items()}
-    if isinstance(urls, str) and "://" in urls:
-        target = urlsplit(api_url)
-        parts = urlsplit(urls)
-        path = target.path.rstrip("/") + parts.path
-        return urlunsplit((target.scheme, target.netloc, path, parts.query, parts.fragment))
-    return urls
-
-
-def published_weight_per_minute(payload: object) -> float | None:
-    """The REQUEST_WEIGHT limit per minute from a Binance-style exchangeInfo body, if present."""
-    if not isinstance(payload, dict):
-        return None
-    limits = payload.get("rateLimits")
-    if not isinstance(limits, list):
-        return None
-    per_minute: list[float] = []
-    for item in limits:
-        if not isinstance(item, dict) or item.get("rateLimitType") != "REQUEST_WEIGHT":
-            continue
-        seconds = _INTERVAL_SECONDS.get(str(item.get("interval")))
-        try:
-            window = float(seconds or 0) * float(item.get("intervalNum", 1))
-            limit = float(item["limit"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if window > 0 and limit > 0:
-            per_minute.append(limit * 60.0 / window)
-    return min(per_minute) if per_minute else None
+__all__ = ["ExchangeMarket", "MarketType", "published_weight_per_minute", "rewrite_api_urls"]
 
 
 class ExchangeMarket:
@@ -160,6 +135,10 @@ class ExchangeMarket:
     def limiter(self) -> TokenBucket:
         return self._bucket
 
+    @property
+    def market_type(self) -> MarketType:
+        return self._market_type
+
     async def load_markets(self) -> set[str]:
         async with self._markets_lock:
             return set(await self._load_markets())
@@ -167,34 +146,98 @@ class ExchangeMarket:
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int | None, limit: int
     ) -> list[list[float]]:
-        if self._markets is None:
-            async with self._markets_lock:
-                if self._markets is None:
-                    await self._load_markets()
+        await self._ensure_markets()
 
         async def call() -> list[list[float]]:
             rows = await self._client.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+            self._count_reordered(symbol, timeframe)
             if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
                 raise BadResponse(f"{self.exchange}: OHLCV for {symbol} {timeframe} is not a list of rows")
             return rows
 
         return await self._call("ohlcv", self.request_cost("ohlcv", {"limit": limit}), call)
 
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        await self._ensure_markets()
+
+        async def call() -> Ticker:
+            return to_ticker(await self._client.fetch_ticker(symbol), f"{self.exchange} {symbol}")
+
+        return await self._call("ticker", self.request_cost("ticker", {"symbol": symbol}), call)
+
+    async def fetch_trades(self, symbol: str, limit: int) -> Trades:
+        """The most recent `limit` public trades (at most 1000, the exchange's cap)."""
+        await self._ensure_markets()
+        limit = max(1, min(limit, _MAX_ROWS))
+
+        async def call() -> Trades:
+            raw = await self._client.fetch_trades(symbol, None, limit)
+            trades, dropped = to_trades(raw, f"{self.exchange} {symbol}")
+            self._count_dropped(dropped, "trades", symbol)
+            return trades
+
+        return await self._call("trades", self.request_cost("trades", {"limit": limit}), call)
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        """The best `depth` levels per side (futures are asked at the next depth they accept)."""
+        await self._ensure_markets()
+        depth = max(1, depth)
+        limit = swap_depth_limit(depth) if self._market_type == "swap" else min(depth, 5000)
+
+        async def call() -> OrderBook:
+            raw = await self._client.fetch_order_book(symbol, limit)
+            book, dropped = to_order_book(raw, depth, f"{self.exchange} {symbol}")
+            self._count_dropped(dropped, "order_book", symbol)
+            return book
+
+        return await self._call("order_book", self.request_cost("order_book", {"limit": limit}), call)
+
+    async def fetch_funding(self, symbol: str) -> Funding:
+        if self._market_type != "swap":
+            raise DataUnavailable(
+                f"{self.exchange}: funding rates exist only for perpetual swaps; this engine reads "
+                f"{self._market_type} markets (set market.type = 'swap' and symbols like BTC/USDT:USDT)"
+            )
+        await self._ensure_markets()
+
+        async def call() -> Funding:
+            return to_funding(await self._client.fetch_funding_rate(symbol), f"{self.exchange} {symbol}")
+
+        return await self._call("funding", self.request_cost("funding", {"symbol": symbol}), call)
+
     async def close(self) -> None:
         """Closes the ccxt client (and its HTTP session), injected or not: this object owns it."""
         await self._client.close()
 
     def status(self) -> dict[str, object]:
+        paused_until = self._bucket.paused_until
+        now = self._clock.now()
         return {
             "exchange": self.exchange,
             "market_type": self._market_type,
             "breaker": self._breaker.state,
-            "paused_until": self._bucket.paused_until,
+            "paused": paused_until is not None,
+            "paused_until": paused_until,
+            "pause_reason": self._bucket.pause_reason,
+            "pause_remaining_s": round(paused_until - now, 3) if paused_until is not None else 0.0,
             "markets_loaded": self._markets is not None,
             "markets": len(self._markets or ()),
             "limiter_tokens": round(self._bucket.tokens, 3),
             "limiter_capacity": self._bucket.capacity,
+            "window_used": self._bucket.window_used,
         }
+
+    def request_cost(self, kind: str, params: dict[str, Any]) -> float:
+        """Bucket tokens for one call of `kind` ("markets", "ohlcv", ...), in the bucket's unit."""
+        units = ccxt_units(self._client, self._market_type, kind, params)
+        return units * self._weight_per_unit
+
+    async def _ensure_markets(self) -> None:
+        """ccxt needs the markets to turn a symbol into an exchange id; load them once, shared."""
+        if self._markets is None:
+            async with self._markets_lock:
+                if self._markets is None:
+                    await self._load_markets()
 
     async def _load_markets(self) -> set[str]:
         async def call() -> dict[str, Any]:
@@ -220,19 +263,17 @@ class ExchangeMarket:
     async def _attempt(self, kind: str, cost: float, call: Callable[[], Awaitable[T]]) -> T:
         try:
             async with self._breaker.guard():
-                paused = self._bucket.paused_until
-                if paused is not None and paused - self._clock.now() > self._timeout:
-                    raise ExchangePaused(self.exchange, paused)
-                await self._bucket.acquire(cost)
-                result = await self._invoke(call)
+                await self._bucket.acquire(cost, max_pause_wait=self._timeout)
+                result = await self._invoke(kind, call)
         except MarketError as exc:
             self._metrics.exchange_requests.labels(self.exchange, kind, _outcome(exc)).inc()
             raise
         self._metrics.exchange_requests.labels(self.exchange, kind, "ok").inc()
         return result
 
-    async def _invoke(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _invoke(self, kind: str, call: Callable[[], Awaitable[T]]) -> T:
         """One ccxt call, its errors translated; headers are read before anything else awaits."""
+        sent_at = self._clock.now()
         try:
             result = await call()
         except cx.BaseError as exc:
@@ -240,30 +281,50 @@ class ExchangeMarket:
             error = translate(exc, self.exchange, headers, self._clock.now())
             # Only a 429/418 is sure to be an answer; after a network error the headers are stale.
             if isinstance(error, RateLimited):
-                self._reconcile(headers)
-            if isinstance(error, RateLimited) and error.retry_after is not None:
-                self._bucket.pause_until(self._clock.now() + error.retry_after)
-                self._log.warning(
-                    "%s: %s; pausing %.0f s", self.exchange, type(error).__name__, error.retry_after
-                )
+                self._reconcile(headers, sent_at)
+                self._pause(error)
             raise error from exc
         except _PARSE_ERRORS as exc:
             raise BadResponse(f"{self.exchange}: unusable response: {type(exc).__name__}: {exc}") from exc
-        self._reconcile(self._client.last_response_headers)
+        self._reconcile(self._client.last_response_headers, sent_at)
         body = self._client.last_http_response
-        if self._client.last_json_response is None and isinstance(body, str) and body.strip():
+        parsed = self._client.last_json_response
+        if parsed is None and isinstance(body, str) and body.strip():
             # ccxt hands an unparsable body on as text, and parses rows out of its characters.
             raise BadResponse(f"{self.exchange}: response is not JSON: {body[:80]!r}")
+        if not isinstance(parsed, list) and answers_array(str(self._client.id), self._market_type, kind):
+            raise BadResponse(f"{self.exchange}: {kind} answer is not an array: {str(body)[:80]!r}")
         return result
 
-    def _reconcile(self, headers: Mapping[str, str] | None) -> None:
-        used = header(headers, _USED_WEIGHT)
+    def _pause(self, error: RateLimited) -> None:
+        """Pause every caller: until Retry-After for a 429, and at least MIN_BAN_PAUSE_S for a 418.
+
+        The error's `retry_after` becomes the pause actually in force, so the retry policy
+        (which gives up on pauses longer than its own cap) reasons about the same figure.
+        """
+        banned = isinstance(error, IPBanned)
+        seconds = error.retry_after
+        if banned:
+            seconds = max(seconds or 0.0, MIN_BAN_PAUSE_S)
+        elif seconds is None:
+            seconds = DEFAULT_429_PAUSE_S
+        error.retry_after = seconds
+        self._bucket.pause_until(self._clock.now() + seconds, "banned" if banned else "rate_limited")
+        self._log.warning(
+            "%s: %s; every request paused for %.0f s", self.exchange, type(error).__name__, seconds
+        )
+
+    def _reconcile(self, headers: Mapping[str, str] | None, sent_at: float) -> None:
+        used = header(headers, USED_WEIGHT_HEADER)
         if used is None or self._window_capacity is None:
             return
         try:
-            self._bucket.reconcile(float(used), self._window_capacity)
+            weight = float(used)
         except ValueError:
-            self._log.debug("%s: ignoring unparsable %s header %r", self.exchange, _USED_WEIGHT, used)
+            self._log.debug("%s: ignoring unparsable %s header %r", self.exchange, USED_WEIGHT_HEADER, used)
+            return
+        self._metrics.exchange_used_weight.labels(self.exchange).set(weight)
+        self._bucket.reconcile(weight, USED_WEIGHT_WINDOW_S, sent_at)
 
     def _adopt_published_limit(self) -> None:
         """Switch the bucket to the exchange's weight units once exchangeInfo has been seen.
@@ -274,24 +335,34 @@ class ExchangeMarket:
         per_minute = published_weight_per_minute(getattr(self._client, "last_json_response", None))
         if per_minute is None or per_minute == self._window_capacity:
             return
-        self._weight_per_unit = per_minute / self._units_per_minute
+        known = weight_per_unit(str(self._client.id), self._market_type)
+        self._weight_per_unit = known if known is not None else per_minute / self._units_per_minute
         self._window_capacity = per_minute
         capacity = self._budget * per_minute
         self._bucket.resize(capacity, capacity / 60.0)
-        self._reconcile(self._client.last_response_headers)
+        self._reconcile(self._client.last_response_headers, self._clock.now())
 
-    def request_cost(self, kind: str, params: dict[str, Any]) -> float:
-        """Bucket tokens for one call of `kind` ("markets", "ohlcv"), in the bucket's unit."""
-        units = 1.0
-        name = _ENDPOINTS.get((str(self._client.id), self._market_type), {}).get(kind)
-        entry = _implicit_endpoint(type(self._client), name) if name else None
-        if entry is not None:
-            units = float(
-                self._client.calculate_rate_limiter_cost(
-                    entry.api, entry.method, entry.path, params, entry.config
-                )
+    def _count_reordered(self, symbol: str, timeframe: str) -> None:
+        """Count rows the exchange sent out of order, which ccxt silently sorts before we see them.
+
+        Read from the raw answer right after the call, before anything else awaits and another
+        request replaces it.
+        """
+        raw = self._client.last_json_response
+        if not isinstance(raw, list):
+            return
+        opens = [row[0] for row in raw if isinstance(row, list) and row and isinstance(row[0], int | float)]
+        late = sum(1 for before, after in itertools.pairwise(opens) if after < before)
+        if late:
+            self._metrics.candles_reordered.labels(self.exchange).inc(late)
+            self._log.warning(
+                "%s %s %s: %d candle(s) arrived out of order", self.exchange, symbol, timeframe, late
             )
-        return units * self._weight_per_unit
+
+    def _count_dropped(self, dropped: int, kind: str, symbol: str) -> None:
+        if dropped:
+            self._metrics.snapshot_rows_dropped.labels(self.exchange, kind).inc(dropped)
+            self._log.warning("%s %s: dropped %d invalid %s row(s)", self.exchange, symbol, dropped, kind)
 
     def _configure(self, api_url: str | None) -> None:
         client = self._client
@@ -317,19 +388,6 @@ def _outcome(exc: MarketError) -> str:
         if isinstance(exc, cls):
             return label
     return "error"
-
-
-def _implicit_endpoint(cls: type, name: str) -> Any:
-    """ccxt's `Entry` (path, api, method, cost config) behind an implicit API method.
-
-    Looked up in the class dictionaries rather than with getattr: ccxt's constructor replaces
-    some camelCase names on the class with the bare function, which has lost the config.
-    """
-    for klass in cls.__mro__:
-        entry = vars(klass).get(name)
-        if entry is not None and all(hasattr(entry, a) for a in ("api", "method", "path", "config")):
-            return entry
-    return None
 
 
 def _new_client(exchange_id: str) -> Any:

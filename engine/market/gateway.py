@@ -1,9 +1,11 @@
-"""Closed candles for the scheduler, fetched as little as possible.
+"""Closed candles and market snapshots for the scheduler, fetched as little as possible.
 
 Many strategy instances watch the same (symbol, timeframe) and all become due at the same
 candle close. The gateway turns that burst into one request per series: it keeps the last
 `lookback` closed candles of each series, fetches only the candles that closed since the last
-refresh, and lets concurrent callers share the one fetch in flight.
+refresh, and lets concurrent callers share the one fetch in flight. Tickers, trades, order books
+and funding rates go through the same source (so the same limiter and breaker), shared for a
+second of clock time (see snapcache.py).
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.clock import Clock
 from engine.errors import BadSymbol
 from engine.market.candles import Candles
+from engine.market.snapcache import SnapshotCache
+from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
 from engine.market.source import MarketData
 from engine.market.validate import validate_rows
 from engine.metrics import Metrics
 from engine.timeframes import last_close, timeframe_seconds
 
 Key = tuple[str, str]
+T = TypeVar("T")
 # Binance and most exchanges cap one OHLCV request at 1000 rows; longer ranges are paged.
 _PAGE = 1000
 
@@ -42,10 +48,17 @@ class _Series:
 
 
 class MarketGateway:
-    """Serves `candles()` from a per-series cache over any `MarketData` source."""
+    """Serves `candles()` from a per-series cache, and snapshots from a per-second one, over any
+    `MarketData` source."""
 
     def __init__(
-        self, source: MarketData, clock: Clock, metrics: Metrics, logger: logging.Logger | None = None
+        self,
+        source: MarketData,
+        clock: Clock,
+        metrics: Metrics,
+        logger: logging.Logger | None = None,
+        *,
+        snapshot_ttl_s: float = 1.0,
     ) -> None:
         self.exchange = source.exchange
         self._source = source
@@ -56,6 +69,11 @@ class MarketGateway:
         self._cache: dict[Key, _Series] = {}
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._markets: frozenset[str] = frozenset()
+        ex, ttl = self.exchange, snapshot_ttl_s
+        self._tickers = SnapshotCache[Ticker]("ticker", ex, clock, metrics, ttl, _whole)
+        self._trades = SnapshotCache[Trades]("trades", ex, clock, metrics, ttl, _last_trades)
+        self._books = SnapshotCache[OrderBook]("order_book", ex, clock, metrics, ttl, _top_levels)
+        self._funding = SnapshotCache[Funding]("funding", ex, clock, metrics, ttl, _whole)
 
     @property
     def markets(self) -> frozenset[str]:
@@ -82,8 +100,7 @@ class MarketGateway:
         A lookback above what was subscribed becomes the series' new size, since a caller
         that asks once will ask again at the next close.
         """
-        if self._markets and symbol not in self._markets:
-            raise BadSymbol(f"{self.exchange}: {symbol} is not a market")
+        self._check_symbol(symbol)
         self.subscribe(symbol, timeframe, lookback)
         key = (symbol, timeframe)
         boundary = int(last_close(self._clock.now(), timeframe) * 1000)
@@ -103,11 +120,34 @@ class MarketGateway:
             # Shielded: one caller giving up must not cancel the fetch the others wait for.
             await asyncio.shield(task)
 
+    async def ticker(self, symbol: str) -> Ticker:
+        """Last price and top of book, at most one request per symbol per clock second."""
+        self._check_symbol(symbol)
+        return await self._tickers.get(symbol, 0, lambda _: self._source.fetch_ticker(symbol))
+
+    async def trades(self, symbol: str, limit: int) -> Trades:
+        """The most recent `limit` public trades, oldest first."""
+        self._check_symbol(symbol)
+        _positive("limit", limit)
+        return await self._trades.get(symbol, limit, partial(self._source.fetch_trades, symbol))
+
+    async def order_book(self, symbol: str, depth: int) -> OrderBook:
+        """The best `depth` levels of each side."""
+        self._check_symbol(symbol)
+        _positive("depth", depth)
+        return await self._books.get(symbol, depth, partial(self._source.fetch_order_book, symbol))
+
+    async def funding(self, symbol: str) -> Funding:
+        """Current funding rate of a perpetual swap (DataUnavailable for spot and replay)."""
+        self._check_symbol(symbol)
+        return await self._funding.get(symbol, 0, lambda _: self._source.fetch_funding(symbol))
+
     def status(self) -> dict[str, object]:
         return {
             **self._source.status(),
             "cached_series": len(self._cache),
             "subscriptions": len(self._needs),
+            "cached_snapshots": sum(len(c) for c in self._snapshot_caches()),
         }
 
     async def close(self) -> None:
@@ -115,7 +155,16 @@ class MarketGateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for cache in self._snapshot_caches():
+            await cache.close()
         await self._source.close()
+
+    def _snapshot_caches(self) -> tuple[SnapshotCache[Any], ...]:
+        return (self._tickers, self._trades, self._books, self._funding)
+
+    def _check_symbol(self, symbol: str) -> None:
+        if self._markets and symbol not in self._markets:
+            raise BadSymbol(f"{self.exchange}: {symbol} is not a market")
 
     def _forget(self, key: Key, task: asyncio.Task[None]) -> None:
         if self._inflight.get(key) is task:
@@ -152,24 +201,55 @@ class MarketGateway:
     async def _fetch(
         self, symbol: str, timeframe: str, since: int, count: int, newest_closed: int, after_ms: int | None
     ) -> Candles:
-        """Validated closed candles from `since`, paging until `newest_closed` is reached."""
+        """Validated closed candles from `since`, paging until `newest_closed` is reached.
+
+        A full page that stops short of it (the exchange's row cap, or a broken answer whose
+        duplicate rows pushed real ones past `limit`) is followed by a request for exactly what
+        is still missing. A short page means the exchange has nothing newer yet, and a page
+        without progress ends the loop, so a broken exchange costs a bounded number of requests.
+        """
         step = timeframe_seconds(timeframe) * 1000
         rows: list[list[float]] = []
         cursor = since
-        while count > 0:
-            page = await self._source.fetch_ohlcv(symbol, timeframe, cursor, min(count, _PAGE))
+        pages_left = count // _PAGE + 2
+        while pages_left > 0:
+            limit = min(count, _PAGE)
+            page = await self._source.fetch_ohlcv(symbol, timeframe, cursor, limit)
             rows.extend(page)
             newest = _newest_ts(page)
-            if newest is None or newest >= newest_closed or newest < cursor:
+            if newest is None or newest >= newest_closed or newest < cursor or len(page) < limit:
                 break
-            count -= len(page)
+            pages_left -= 1
             cursor = newest + step
+            count = (newest_closed - newest) // step + 1  # what is missing, and the forming one
         candles = validate_rows(
             rows, self.exchange, symbol, timeframe, self._metrics, self._log, after_ms=after_ms
         )
         now_ms = int(self._clock.now() * 1000)
         closed = int(np.searchsorted(candles.ts, now_ms - step, side="right"))
         return candles.slice(0, closed)
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _whole(value: T, _size: int) -> T:
+    """Tickers and funding rates have no rows to trim."""
+    return value
+
+
+def _last_trades(trades: Trades, n: int) -> Trades:
+    if len(trades) <= n:
+        return trades
+    return Trades(trades.ts[-n:], trades.price[-n:], trades.amount[-n:], trades.buyer_taker[-n:])
+
+
+def _top_levels(book: OrderBook, depth: int) -> OrderBook:
+    if book.bids.shape[0] <= depth and book.asks.shape[0] <= depth:
+        return book
+    return OrderBook(book.bids[:depth], book.asks[:depth], book.ts_ms)
 
 
 def _newest_ts(page: list[list[float]]) -> int | None:

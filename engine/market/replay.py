@@ -17,6 +17,7 @@ import numpy as np
 from engine.clock import Clock
 from engine.errors import DataUnavailable
 from engine.market.candles import Candles, FloatArray
+from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
 from engine.market.validate import check_rows, to_array
 from engine.timeframes import timeframe_seconds
 
@@ -90,8 +91,27 @@ class ReplayMarket:
         out: list[list[float]] = rows[start:end].tolist() if end > start else []
         return out
 
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        raise self._no_snapshot("ticker", symbol)
+
+    async def fetch_trades(self, symbol: str, limit: int) -> Trades:
+        raise self._no_snapshot("recent trades", symbol)
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        raise self._no_snapshot("order book", symbol)
+
+    async def fetch_funding(self, symbol: str) -> Funding:
+        raise self._no_snapshot("funding rate", symbol)
+
     async def close(self) -> None:
         self._series.clear()
+
+    def _no_snapshot(self, kind: str, symbol: str) -> DataUnavailable:
+        """Snapshots exist only "now"; candle files cannot tell what the book looked like then."""
+        return DataUnavailable(
+            f"{self.exchange} replay of {self._dir} has candles only: no {kind} for {symbol} "
+            "(strategies that need tickers, trades, order books or funding run live only)"
+        )
 
     def status(self) -> dict[str, object]:
         return {"source": "replay", "files": len(self._files), "markets_loaded": True}

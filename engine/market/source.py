@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
+
 
 @runtime_checkable
 class MarketData(Protocol):
-    """A raw source of markets and OHLCV rows for one exchange."""
+    """A raw source of markets, OHLCV rows and point-in-time snapshots for one exchange.
+
+    A source that cannot provide a snapshot kind at all (CSV replay has no order books)
+    raises `DataUnavailable` saying why, without touching the network.
+    """
 
     exchange: str
 
@@ -28,6 +34,22 @@ class MarketData(Protocol):
         From `since_ms` (open time, inclusive) when given, else the most recent rows. The last
         row may be the still-forming candle, as exchanges return it.
         """
+        ...
+
+    async def fetch_ticker(self, symbol: str) -> Ticker:
+        """Last price and top of book now."""
+        ...
+
+    async def fetch_trades(self, symbol: str, limit: int) -> Trades:
+        """The most recent `limit` public trades, oldest first."""
+        ...
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        """The best `depth` levels of each side now."""
+        ...
+
+    async def fetch_funding(self, symbol: str) -> Funding:
+        """The current funding rate of a perpetual swap."""
         ...
 
     async def close(self) -> None: ...

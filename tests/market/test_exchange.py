@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import ccxt.async_support as ccxt_async
 import numpy as np
 import pytest
 
@@ -22,52 +18,12 @@ from engine.errors import (
     RateLimited,
     RequestTimeout,
 )
-from engine.market.exchange import ExchangeMarket, published_weight_per_minute, rewrite_api_urls
-from engine.market.gateway import MarketGateway
+from engine.market.exchange import ExchangeMarket
 from engine.market.source import MarketData
+from engine.market.weights import published_weight_per_minute, rewrite_api_urls
 from engine.metrics import Metrics
+from tests.market.conftest import ETH, KLINES, NOW, Rig, fast_client
 from tests.support import metric, settle, wait_until
-from tests.support.emulator import BinanceEmulator
-
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
-ETH = np.loadtxt(SAMPLE / "binance_ETH-BTC_5m.csv", delimiter=",", skiprows=1)
-NOW = ETH[3000, 0] / 1000 + 90  # 90 s into candle 3000 of the ETH/BTC sample
-KLINES = "/api/v3/klines"
-
-
-@dataclass
-class Rig:
-    emulator: BinanceEmulator
-    market: ExchangeMarket
-    clock: VirtualClock
-    metrics: Metrics
-
-    def requests(self, outcome: str, kind: str = "ohlcv") -> float:
-        return metric(
-            self.metrics, "engine_exchange_requests_total", exchange="binance", kind=kind, outcome=outcome
-        )
-
-
-@pytest.fixture
-async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    options = getattr(request, "param", {})
-    clock = VirtualClock(start=NOW, auto=options.get("auto", False))
-    metrics = Metrics()
-    async with BinanceEmulator(clock) as emulator:
-        market = ExchangeMarket(
-            "binance",
-            "spot",
-            clock,
-            metrics,
-            api_url=emulator.url,
-            max_retries=options.get("max_retries", 0),
-            timeout_s=options.get("timeout_s", 10),
-            rand=lambda: 0.5,
-        )
-        try:
-            yield Rig(emulator, market, clock, metrics)
-        finally:
-            await market.close()
 
 
 def test_rewrite_api_urls_keeps_paths_and_leaves_other_values() -> None:
@@ -90,7 +46,7 @@ def test_rewrite_api_urls_keeps_paths_and_leaves_other_values() -> None:
 
 
 async def test_client_is_configured_for_our_limiter_and_the_emulator() -> None:
-    client = ccxt_async.binance()
+    client = fast_client()
     market = ExchangeMarket(
         "binance", "swap", VirtualClock(), Metrics(), api_url="http://127.0.0.1:9", client=client
     )
@@ -114,7 +70,7 @@ async def test_client_is_configured_for_our_limiter_and_the_emulator() -> None:
         assert market.request_cost("ohlcv", {"limit": 1000}) == 5
     finally:
         await market.close()
-    spot = ExchangeMarket("binance", "spot", VirtualClock(), Metrics())
+    spot = ExchangeMarket("binance", "spot", VirtualClock(), Metrics(), client=fast_client())
     try:
         assert spot.request_cost("ohlcv", {"limit": 1000}) == pytest.approx(0.4)
         assert spot.request_cost("markets", {}) == 4
@@ -170,8 +126,8 @@ async def test_unknown_symbol_is_a_bad_symbol(rig: Rig) -> None:
 
 async def test_burst_of_500s_opens_the_breaker_after_five(rig: Rig) -> None:
     await rig.market.load_markets()
-    rig.emulator.fail_next_n = 100
-    rig.emulator.fail_path = KLINES
+    rig.emulator.faults.fail_next_n = 100
+    rig.emulator.faults.path = KLINES
     for _ in range(5):
         with pytest.raises(ExchangeUnavailable):
             await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)
@@ -184,7 +140,7 @@ async def test_burst_of_500s_opens_the_breaker_after_five(rig: Rig) -> None:
     assert metric(rig.metrics, "engine_breaker_state", exchange="binance") == 2
     assert metric(rig.metrics, "engine_breaker_transitions_total", exchange="binance", state="open") == 1
     # After the reset timeout one probe goes out; the exchange is back, so the breaker closes.
-    rig.emulator.fail_next_n = 0
+    rig.emulator.faults.fail_next_n = 0
     rig.clock.advance(30)
     assert len(await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)) == 5
     assert rig.market.status()["breaker"] == "closed"
@@ -193,8 +149,8 @@ async def test_burst_of_500s_opens_the_breaker_after_five(rig: Rig) -> None:
 @pytest.mark.parametrize("rig", [{"max_retries": 3, "auto": True}], indirect=True)
 async def test_transient_500s_are_retried_with_backoff(rig: Rig) -> None:
     await rig.market.load_markets()
-    rig.emulator.fail_next_n = 2
-    rig.emulator.fail_path = KLINES
+    rig.emulator.faults.fail_next_n = 2
+    rig.emulator.faults.path = KLINES
     start = rig.clock.now()
     assert len(await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)) == 5
     assert rig.emulator.requests[KLINES] == 3
@@ -205,9 +161,9 @@ async def test_transient_500s_are_retried_with_backoff(rig: Rig) -> None:
 @pytest.mark.parametrize("rig", [{"max_retries": 3}], indirect=True)
 async def test_429_with_retry_after_pauses_every_caller(rig: Rig) -> None:
     await rig.market.load_markets()
-    rig.emulator.fail_next_n = 1
-    rig.emulator.fail_status = 429
-    rig.emulator.retry_after = 5
+    rig.emulator.faults.fail_next_n = 1
+    rig.emulator.faults.fail_status = 429
+    rig.emulator.faults.retry_after = 5
     first = asyncio.create_task(rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5))
     await wait_until(lambda: rig.market.status()["paused_until"] is not None)
     assert rig.market.status()["paused_until"] == pytest.approx(NOW + 5)
@@ -221,7 +177,7 @@ async def test_429_with_retry_after_pauses_every_caller(rig: Rig) -> None:
     rig.clock.advance(0.1)
     assert len(await first) == 5 and len(await second) == 5
     assert rig.emulator.requests[KLINES] == 3
-    assert all(t >= NOW + 5 for t, path, _ in rig.emulator.log[2:] if path == KLINES)
+    assert all(hit.t >= NOW + 5 for hit in rig.emulator.hits(KLINES)[1:])
     assert rig.requests("rate_limited") == 1
     assert metric(rig.metrics, "engine_exchange_paused", exchange="binance") == 0
 
@@ -229,9 +185,9 @@ async def test_429_with_retry_after_pauses_every_caller(rig: Rig) -> None:
 @pytest.mark.parametrize("rig", [{"max_retries": 3}], indirect=True)
 async def test_418_ban_pauses_and_later_calls_fail_fast(rig: Rig) -> None:
     await rig.market.load_markets()
-    rig.emulator.fail_next_n = 1
-    rig.emulator.fail_status = 418
-    rig.emulator.retry_after = 600
+    rig.emulator.faults.fail_next_n = 1
+    rig.emulator.faults.fail_status = 418
+    rig.emulator.faults.retry_after = 600
     with pytest.raises(IPBanned) as info:
         await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)
     assert info.value.retry_after == 600
@@ -245,7 +201,7 @@ async def test_418_ban_pauses_and_later_calls_fail_fast(rig: Rig) -> None:
 
 async def test_malformed_json_is_a_bad_response(rig: Rig) -> None:
     await rig.market.load_markets()
-    rig.emulator.malformed_next_n = 1
+    rig.emulator.faults.malformed_next_n = 1
     with pytest.raises(BadResponse):
         await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)
     assert rig.requests("transport_error") == 1
@@ -254,10 +210,10 @@ async def test_malformed_json_is_a_bad_response(rig: Rig) -> None:
 @pytest.mark.parametrize("rig", [{"timeout_s": 0.2}], indirect=True)
 async def test_slow_answer_is_a_request_timeout(rig: Rig) -> None:
     await rig.market.load_markets()
-    rig.emulator.delay_s = 0.5
+    rig.emulator.faults.delay_s = 0.5
     with pytest.raises(RequestTimeout):
         await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)
-    rig.emulator.delay_s = 0
+    rig.emulator.faults.delay_s = 0
 
 
 async def test_used_weight_header_lowers_the_bucket(rig: Rig) -> None:
@@ -267,13 +223,15 @@ async def test_used_weight_header_lowers_the_bucket(rig: Rig) -> None:
     rig.emulator.spend_weight(4000)
     await rig.market.fetch_ohlcv("ETH/BTC", "5m", None, 5)
     used = rig.emulator.used_weight
-    assert rig.market.limiter.tokens == pytest.approx(4800 * (1 - used / 6000))
+    assert rig.market.limiter.tokens == pytest.approx(4800 - used)
+    assert rig.market.limiter.window_used == used
+    assert rig.metric("engine_exchange_used_weight") == used
 
 
 async def test_malformed_candle_never_reaches_gateway_output(rig: Rig) -> None:
     bad = int(ETH[2990, 0])
-    rig.emulator.bad_candles = {bad}
-    gateway = MarketGateway(rig.market, rig.clock, rig.metrics)
+    rig.emulator.faults.candles = {bad: "high_below_low"}
+    gateway = rig.gateway
     await gateway.start()
     candles = await gateway.candles("ETH/BTC", "5m", 30)
     assert bad not in candles.ts

@@ -12,6 +12,7 @@ from engine.errors import BadSymbol, ExchangeUnavailable
 from engine.market.gateway import MarketGateway
 from engine.market.replay import ReplayMarket
 from engine.metrics import Metrics
+from engine.timeframes import timeframe_seconds
 from tests.support import metric, settle
 
 STEP_S = 300
@@ -47,10 +48,12 @@ class FakeSource:
         if self.fail_with is not None:
             raise self.fail_with
         now_ms = int(self.clock.now() * 1000)
-        last = now_ms // STEP * STEP
-        first = max(T0 * 1000, since_ms if since_ms is not None else last - (limit - 1) * STEP)
+        step = timeframe_seconds(timeframe) * 1000
+        last = now_ms // step * step
+        first = max(T0 * 1000, since_ms if since_ms is not None else last - (limit - 1) * step)
+        first = -(-first // step) * step
         rows = []
-        for ts in range(first, last + 1, STEP)[: min(limit, self.page_cap)]:
+        for ts in range(first, last + 1, step)[: min(limit, self.page_cap)]:
             price = 1.0 + (ts - T0 * 1000) / STEP / 1000
             high = price * 0.5 if ts in self.corrupt else price * 1.01
             rows.append([float(ts), price, high, price * 0.99, price, 10.0])

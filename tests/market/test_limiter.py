@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from engine.clock import VirtualClock
+from engine.errors import ExchangePaused
 from engine.market.limiter import TokenBucket
 from engine.metrics import Metrics
 from tests.support import metric, settle
@@ -83,26 +84,84 @@ async def test_pause_only_extends() -> None:
     assert b.paused_until == T0 + 30
 
 
-async def test_reconcile_lowers_tokens_to_our_share_of_what_the_exchange_has_left() -> None:
-    b, _, _ = bucket(capacity=4800, rate=80)
-    b.reconcile(used_weight=3000, window_capacity=6000)
-    assert b.tokens == pytest.approx(2400)
-    b.reconcile(used_weight=100, window_capacity=6000)  # lagging header: never raises tokens
-    assert b.tokens == pytest.approx(2400)
+async def test_reconcile_lowers_tokens_to_what_is_left_of_the_window() -> None:
+    b, _, _ = bucket(capacity=4800, rate=80)  # 4800 per 60 s window
+    b.reconcile(used=3000, window_s=60)
+    assert b.tokens == pytest.approx(1800)
+    assert b.window_used == 3000
+    b.reconcile(used=100, window_s=60)  # lagging header: never lowers our estimate
+    assert b.tokens == pytest.approx(1800) and b.window_used == 3000
 
 
-async def test_reconcile_over_budget_makes_the_next_acquire_wait() -> None:
-    b, clock, _ = bucket(capacity=10, rate=1)
-    b.reconcile(used_weight=12, window_capacity=10)
-    assert b.tokens == pytest.approx(-2)
+async def test_reconcile_over_budget_makes_the_next_acquire_wait_for_the_window() -> None:
+    b, clock, _ = bucket(capacity=10, rate=1)  # T0 is 20 s into a minute
+    b.reconcile(used=70, window_s=60)
+    assert b.tokens == pytest.approx(-10)
     task = asyncio.create_task(b.acquire(1))
     await settle()
-    clock.advance(2.9)
+    clock.advance(39.9)
     await settle()
     assert not task.done()
-    clock.advance(0.1)
+    clock.advance(0.1)  # the window rolls over at the minute
     await settle()
     assert task.done()
+
+
+async def test_a_full_bucket_cannot_spend_twice_its_capacity_in_one_window() -> None:
+    """Without the window a bucket would allow its burst and then a minute of refill on top."""
+    b, clock, _ = bucket(capacity=60, rate=1)
+    clock.set(T0 - T0 % 60)  # the start of a minute
+    b.reconcile(used=0, window_s=60)
+    spent = 0.0
+    while clock.now() < T0 - T0 % 60 + 59:
+        task = asyncio.create_task(b.acquire(2))
+        await settle()
+        while not task.done():
+            clock.advance(0.5)
+            await settle()
+        if clock.now() < T0 - T0 % 60 + 60:
+            spent += 2
+    assert spent <= 60
+    assert clock.now() >= T0 - T0 % 60 + 60  # the 31st request waited for the next window
+
+
+async def test_header_from_a_request_sent_in_an_earlier_window_is_ignored() -> None:
+    b, clock, _ = bucket(capacity=100, rate=100 / 60)
+    sent = clock.now()
+    clock.advance(60)
+    b.reconcile(used=95, window_s=60, sent_at=sent)
+    assert b.window_used == 0 and b.tokens == pytest.approx(100)
+
+
+async def test_a_pause_longer_than_the_caller_can_wait_fails_fast() -> None:
+    b, clock, _ = bucket()
+    b.pause_until(T0 + 120, "banned")
+    with pytest.raises(ExchangePaused) as info:
+        await b.acquire(1, max_pause_wait=10)
+    assert info.value.until == T0 + 120
+    queued = asyncio.create_task(b.acquire(1, max_pause_wait=10))
+    await settle()
+    assert queued.done() and isinstance(queued.exception(), ExchangePaused)
+    assert b.pause_reason == "banned"
+    clock.advance(115)
+    waiter = asyncio.create_task(b.acquire(1, max_pause_wait=10))
+    await settle()
+    assert not waiter.done()
+    clock.advance(5)
+    await settle()
+    assert waiter.done() and waiter.exception() is None
+    assert b.pause_reason is None
+
+
+async def test_paused_gauge_follows_the_clock_without_anyone_asking() -> None:
+    b, clock, metrics = bucket()
+    b.pause_until(T0 + 5)
+    b.pause_until(T0 + 8, "banned")
+    assert metric(metrics, "engine_exchange_paused", exchange="ex") == 1
+    assert metric(metrics, "engine_exchange_pauses_total", exchange="ex", reason="rate_limited") == 1
+    assert metric(metrics, "engine_exchange_pauses_total", exchange="ex", reason="banned") == 1
+    clock.advance(8)
+    assert metric(metrics, "engine_exchange_paused", exchange="ex") == 0
 
 
 async def test_resize_keeps_the_fill_fraction() -> None:

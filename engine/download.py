@@ -61,11 +61,17 @@ def _append(path: Path, candles: Candles) -> None:
             fh.write(HEADER + "\n")
         elif not _ends_with_newline(path):
             fh.write("\n")  # a previous run was cut mid-line: start clean
-        for i in range(len(candles)):
-            fh.write(
-                f"{int(candles.ts[i])},{candles.open[i]!r},{candles.high[i]!r},{candles.low[i]!r},"
-                f"{candles.close[i]!r},{candles.volume[i]!r}\n"
-            )
+        # shortest round-trip float text (repr of a Python float), as the exchange sent it
+        cols = zip(
+            candles.ts.tolist(),
+            candles.open.tolist(),
+            candles.high.tolist(),
+            candles.low.tolist(),
+            candles.close.tolist(),
+            candles.volume.tolist(),
+            strict=True,
+        )
+        fh.writelines(f"{t},{o!r},{h!r},{lo!r},{c!r},{v!r}\n" for t, o, h, lo, c, v in cols)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -122,7 +128,7 @@ async def download_symbol(
         if progress is not None:
             progress(symbol, written, expected)
         next_cursor = int(arr[-1, 0]) + tf_ms
-        if len(rows) < PAGE or next_cursor <= cursor:
-            break  # the exchange has nothing further yet
+        if len(rows) < PAGE or next_cursor <= cursor or next_cursor + tf_ms > now_ms:
+            break  # the exchange has nothing further that is closed yet
         cursor = next_cursor
     return DownloadResult(symbol, path, written, None if start == since_ms else start)

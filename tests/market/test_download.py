@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engine.download import csv_name, download_symbol, last_timestamp
@@ -10,6 +12,7 @@ from tests.market.conftest import ETH, KLINES, Rig
 from tests.support.emulator import BinanceEmulator
 
 STEP = 300_000
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def on_disk(path: object) -> np.ndarray:
@@ -61,3 +64,51 @@ async def test_until_bounds_the_range_and_names_follow_the_convention(rig: Rig, 
     rows = on_disk(res.path)
     assert res.written == 50 and rows[0, 0] == since and rows[-1, 0] == until - STEP
     assert csv_name("binance", "BTC/USDT:USDT", "1h") == "binance_BTC-USDT_1h.csv"
+
+
+async def test_engine_download_command_against_the_emulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    from engine.clock import RealClock
+
+    async with BinanceEmulator(RealClock()) as emu:
+        cfg = tmp_path / "cfg"
+        cfg.mkdir()
+        (cfg / "engine.toml").write_text(f'[market]\nsource = "exchange"\napi_url = "{emu.url}"\n')
+        since = (datetime.now(UTC) - timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M")
+        args = [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "download",
+            "--config",
+            str(cfg),
+            "--symbols",
+            "BTC/USDT",
+            "--timeframe",
+            "5m",
+            "--since",
+            since,
+            "--out",
+            str(tmp_path / "out"),
+        ]
+
+        async def run() -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                *args, cwd=root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode is not None
+            return proc.returncode, out.decode() + err.decode()
+
+        code, text = await run()
+        assert code == 0, text
+        rows = on_disk(tmp_path / "out" / "binance_BTC-USDT_5m.csv")
+        assert 70 <= len(rows) <= 73 and (np.diff(rows[:, 0]) == STEP).all()
+        code, text = await run()
+        assert code == 0 and "0 candles written" in text and "(resumed)" in text
+        args[args.index("BTC/USDT")] = "NOPE/USDT"
+        code, text = await run()
+        assert code == 2 and "NOPE/USDT" in text

@@ -97,7 +97,7 @@ async def test_engine_download_command_against_the_emulator(tmp_path) -> None:  
 
         async def run() -> tuple[int, str]:
             proc = await asyncio.create_subprocess_exec(
-                *args, cwd=root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode is not None

@@ -32,6 +32,7 @@ from engine.plugins.runner import SafeRunner
 from engine.reload import plan_reload
 from engine.replay_plan import DeferredClock, ReplayPlan, plan_replay, unreplayable_reason
 from engine.scheduler import Scheduler
+from engine.secret_files import admin_token, check_state_permissions
 from engine.server import HealthServer
 from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
@@ -135,7 +136,16 @@ class Engine:
         close_delay = 0.0 if st.market.source == "replay" else st.engine.close_delay_seconds
         self.scheduler = Scheduler(instances, self.clock, self._tick, close_delay=close_delay)
         self.server = (
-            HealthServer(st.server.host, st.server.port, self, self.metrics) if st.server.enabled else None
+            HealthServer(
+                st.server.host,
+                st.server.port,
+                self,
+                self.metrics,
+                admin_token=admin_token(st),
+                on_reload=self.reload,
+            )
+            if st.server.enabled
+            else None
         )
         self.skipped: dict[str, str] = {}
         self.markets_loaded = False
@@ -284,6 +294,7 @@ class Engine:
         """Run until stopped; raises StateLocked if another engine owns the state dir."""
         self.store.lock()
         try:
+            check_state_permissions(self.state_dir)
             self._restore(self.store.load())
             self.dispatcher.start()
             redelivery = asyncio.create_task(

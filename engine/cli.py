@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config import LoadedConfig, load_config
+from engine.config import EngineSettings, LoadedConfig, load_config
 from engine.errors import ConfigError, ConfigProblem, EngineError, StateLocked
 from engine.plugins.instance import PluginInstance, build_instances
 from engine.plugins.registry import Registry
@@ -22,17 +22,25 @@ EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("engine")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    # ccxt and aiohttp are chatty at INFO/DEBUG about things the engine reports itself
-    logging.getLogger("ccxt").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def setup_logging(settings: EngineSettings, *, with_file: bool = True) -> bool:
+    """Console logs at `engine.log_level`, plus the `[logging]` file when configured and
+    `with_file`; every handler redacts secrets. False (problem printed) when the log file cannot
+    be opened.
+
+    Only `engine run` writes the file: a one-off replay or download appending to (and rotating)
+    the file of a running engine would race its rotation.
+    """
+    from engine.logs import file_settings
+    from engine.logs import setup_logging as install
+
+    target = file_settings(settings.logging) if with_file else None
+    try:
+        install(settings.engine.log_level, target)
+    except OSError as exc:
+        where = target.path if target is not None else "?"
+        print_problems([ConfigProblem(str(where), "logging.file", f"cannot open log file: {exc.strerror}")])
+        return False
+    return True
 
 
 def print_problems(problems: Sequence[ConfigProblem]) -> None:
@@ -51,11 +59,12 @@ def load_all(
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from engine.secret_files import check_admin_token
     from engine.sinks.build import check_sinks
 
     config, _, problems = load_all(args.config, Registry.discover(), include_disabled=True)
     if config is not None:
-        problems += check_sinks(config.settings)
+        problems += check_sinks(config.settings) + check_admin_token(config.settings)
     if problems:
         print_problems(problems)
         return EXIT_CONFIG
@@ -103,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         print_problems(problems)
         return EXIT_CONFIG
-    setup_logging(config.settings.engine.log_level)
+    if not setup_logging(config.settings):
+        return EXIT_CONFIG
     for p in problems:
         # a broken plugin is skipped, the others run; the problem is still shouted
         log.error("skipping: %s", p)
@@ -189,7 +199,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if config is None:
         print_problems(problems)
         return EXIT_CONFIG
-    setup_logging(config.settings.engine.log_level)
+    if not setup_logging(config.settings, with_file=False):
+        return EXIT_CONFIG
     for p in problems:
         log.error("skipping: %s", p)
     if not args.data.is_dir():
@@ -219,7 +230,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     if config is None:
         print_problems(problems)
         return EXIT_CONFIG
-    setup_logging(config.settings.engine.log_level)
+    if not setup_logging(config.settings, with_file=False):
+        return EXIT_CONFIG
     try:
         timeframe_seconds(args.timeframe)
     except ValueError as exc:

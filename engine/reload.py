@@ -26,6 +26,12 @@ RESTART_ONLY = (
     ("server", "host"),
     ("server", "port"),
     ("server", "enabled"),
+    ("server", "admin_token_file"),
+    ("logging", "file"),
+    ("logging", "max_bytes"),
+    ("logging", "backups"),
+    ("logging", "json_lines"),
+    ("logging", "level"),
 )
 
 

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import os
 import random
-import stat
 from collections.abc import Callable, Mapping
 from typing import IO
 
 from engine.clock import Clock
-from engine.config import EngineSettings, resolve_path
+from engine.config import EngineSettings
 from engine.errors import ConfigError, ConfigProblem
 from engine.metrics import Metrics
+from engine.secret_files import read_secret
 from engine.sinks.base import Sink
 from engine.sinks.console import ConsoleSink
 from engine.sinks.retry import DeliveryPolicy
 from engine.sinks.telegram import TelegramSink
 from engine.sinks.webhook import WebhookSink
+
+__all__ = ["TELEGRAM_TOKEN_ENV", "WEBHOOK_SECRET_ENV", "build_sinks", "check_sinks", "read_secret"]
 
 TELEGRAM_TOKEN_ENV = "ENGINE_TELEGRAM_TOKEN"
 WEBHOOK_SECRET_ENV = "ENGINE_WEBHOOK_SECRET"
@@ -31,62 +33,6 @@ WEBHOOK_SECRET_ENV = "ENGINE_WEBHOOK_SECRET"
 
 def _malformed_token(token: str) -> bool:
     return any(ch.isspace() or ch in "/?#" for ch in token)
-
-
-def read_secret(
-    env_name: str,
-    file_value: str | None,
-    section: str,
-    file_key: str,
-    problems: list[ConfigProblem],
-    env: Mapping[str, str],
-) -> str | None:
-    """The secret from env `env_name`, else from the file; a problem is recorded when neither works.
-
-    Messages never include the secret itself.
-    """
-    value = env.get(env_name, "").strip()
-    if value:
-        return value
-    if file_value:
-        path = resolve_path(file_value)
-        where = f"{section}.{file_key}"
-        try:
-            st = path.stat()
-        except OSError as exc:
-            problems.append(ConfigProblem(str(path), where, f"cannot read secret file: {exc.strerror}"))
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            problems.append(ConfigProblem(str(path), where, "secret file is not a regular file"))
-            return None
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            problems.append(
-                ConfigProblem(
-                    str(path),
-                    where,
-                    f"secret file has mode {mode:04o}; it must not be readable by group or others "
-                    "(chmod 600)",
-                )
-            )
-            return None
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(ConfigProblem(str(path), where, f"cannot read secret file: {exc}"))
-            return None
-        if value:
-            return value
-        problems.append(ConfigProblem(str(path), where, "secret file is empty"))
-        return None
-    problems.append(
-        ConfigProblem(
-            f"env {env_name}",
-            section,
-            f"required when {section}.enabled (or set {section}.{file_key} to a chmod 600 file)",
-        )
-    )
-    return None
 
 
 def _secrets(

@@ -1,4 +1,5 @@
-"""Hypothesis fuzzing of the edges where outside data enters: the config loader and candle rows.
+"""Hypothesis fuzzing of the edges where outside data enters: the config loader, every plugin's
+parameters, candle rows, and trade / order-book / ticker / funding structures.
 
 Every input must give either a valid result or a clean, located error — never an unhandled
 exception.
@@ -6,6 +7,7 @@ exception.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -17,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.config import load_config
-from engine.errors import ConfigProblem
+from engine.errors import BadResponse, ConfigProblem
+from engine.market.ccxt_parse import to_funding, to_order_book, to_ticker, to_trades
 from engine.market.validate import validate_rows
 from engine.metrics import Metrics
 from engine.plugins.instance import build_instances
@@ -189,3 +192,58 @@ def test_every_plugin_validates_arbitrary_params_cleanly(
             body += "[params]\n" + toml_doc(params)
         (root / "strategies" / "fuzz.toml").write_text(body)
         check(root)
+
+
+ANY = st.recursive(
+    st.one_of(CELL, st.booleans(), st.sampled_from(["buy", "sell", "NaN", "1e308", "-1", "0.1"])),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+TRADE = st.fixed_dictionaries(
+    {"timestamp": CELL, "price": CELL, "amount": CELL, "side": st.sampled_from(["buy", "sell", None, "x"])}
+)
+LEVEL = st.lists(CELL, min_size=0, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(ANY, st.lists(st.one_of(TRADE, ANY), max_size=20)))
+def test_trades_parse_to_clean_arrays_or_a_bad_response(raw: Any) -> None:
+    try:
+        trades, dropped = to_trades(raw, "fuzz")
+    except BadResponse:
+        return
+    assert dropped >= 0
+    assert np.isfinite(trades.price).all() and (trades.price > 0).all() and (trades.amount >= 0).all()
+    assert (np.diff(trades.ts) >= 0).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        ANY,
+        st.fixed_dictionaries(
+            {"bids": st.lists(LEVEL, max_size=8), "asks": st.lists(LEVEL, max_size=8), "timestamp": CELL}
+        ),
+    ),
+    st.integers(1, 10),
+)
+def test_order_book_parses_to_a_sane_book_or_a_bad_response(raw: Any, depth: int) -> None:
+    try:
+        book, _ = to_order_book(raw, depth, "fuzz")
+    except BadResponse:
+        return
+    for side in (book.bids, book.asks):
+        assert side.shape[0] <= depth and np.isfinite(side).all() and (side > 0).all()
+    assert (np.diff(book.bids[:, 0]) <= 0).all() and (np.diff(book.asks[:, 0]) >= 0).all()
+    if len(book.bids) and len(book.asks):
+        assert book.bids[0, 0] < book.asks[0, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY)
+def test_ticker_and_funding_parse_or_raise_bad_response(raw: Any) -> None:
+    for parse in (to_ticker, to_funding):
+        with contextlib.suppress(BadResponse):
+            parse(raw, "fuzz")

@@ -99,13 +99,14 @@ def to_funding(raw: object, where: str) -> Funding:
 
 
 def _levels(raw: object, descending: bool) -> tuple[FloatArray, int]:
-    """(price, amount) rows best first; non-finite, non-positive-price or negative-amount rows dropped."""
+    """(price, amount) rows best first; non-finite, non-positive price or amount rows dropped (an
+    empty level is a deletion in a diff stream, never liquidity in a snapshot)."""
     rows: list[tuple[float, float]] = []
     dropped = 0
     for level in raw if isinstance(raw, Sequence) and not isinstance(raw, str) else ():
         price = _number(level[0]) if isinstance(level, Sequence) and len(level) >= 2 else None
         amount = _number(level[1]) if price is not None else None
-        if price is None or amount is None or price <= 0 or amount < 0:
+        if price is None or amount is None or price <= 0 or amount <= 0:
             dropped += 1
             continue
         rows.append((price, amount))

@@ -201,11 +201,36 @@ class OutcomeTracker:
         for pos in [p for p in self.open.values() if p.symbol == symbol and p.timeframe == timeframe]:
             start = int(closes.searchsorted(pos.last_seen_ms, side="right"))
             if start < len(candles):
-                events.extend(self._walk(pos, candles, closes, start))
+                events.extend(
+                    self._walk(pos, candles, closes, start, self._horizon(pos, candles, closes, start))
+                )
         return events
 
-    def _walk(self, pos: Position, c: Candles, closes: IntArray, start: int) -> list[OutcomeEvent]:
-        hi, lo, cl, ts = c.high[start:], c.low[start:], c.close[start:], closes[start:]
+    def _horizon(self, pos: Position, c: Candles, closes: IntArray, start: int) -> int:
+        """End of the stretch that decides the position: the first chunk (growing 64, 128, ...
+        bars) holding its stop, its last target or its expiry. A year-long replay then costs
+        each signal the bars until it resolves, not the whole remaining history."""
+        long = pos.direction is Direction.LONG
+        last_tp = pos.take_profits[-1]
+        end, step, n = start, 64, len(c)
+        while end < n:
+            lo_end = end
+            end = min(n, end + step)
+            hi, lo = c.high[lo_end:end], c.low[lo_end:end]
+            if (lo <= pos.stop_loss).any() if long else (hi >= pos.stop_loss).any():
+                break
+            if (hi >= last_tp).any() if long else (lo <= last_tp).any():
+                break
+            if (
+                self.expiry_seconds is not None
+                and closes[end - 1] - pos.opened_ms >= self.expiry_seconds * 1000
+            ):
+                break
+            step *= 2
+        return end
+
+    def _walk(self, pos: Position, c: Candles, closes: IntArray, start: int, stop: int) -> list[OutcomeEvent]:
+        hi, lo, cl, ts = c.high[start:stop], c.low[start:stop], c.close[start:stop], closes[start:stop]
         n = len(ts)
         long = pos.direction is Direction.LONG
 

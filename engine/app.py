@@ -259,6 +259,11 @@ class Engine:
         self.scheduler.set_instances(self.instances)
         st = new.settings
         self.runner.quarantine_after = st.engine.quarantine_after
+        for name in (*plan.removed, *plan.changed):
+            # a rebuilt or removed instance starts with a clean record
+            self.metrics.plugin_quarantined.labels(name).set(0)
+        exp = st.outcomes.expiry_hours
+        self.tracker.expiry_seconds = None if exp is None else exp * 3600
         if self.consensus is not None:
             self.consensus.settings = consensus_settings(new)
             self.consensus.weights = dict(st.consensus.weights)

@@ -78,7 +78,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if config is None:
         print_problems(problems)
         return EXIT_CONFIG
-    rows = [("INSTANCE", "PLUGIN", "ENABLED", "TIMEFRAME", "PERIOD", "COOLDOWN", "SYMBOLS", "SOURCE")]
+    rows = [
+        ("INSTANCE", "PLUGIN", "ENABLED", "TIMEFRAME", "PERIOD", "COOLDOWN", "SYMBOLS", "SOURCE", "DETAILS")
+    ]
     for inst in instances:
         syms = ",".join(inst.symbols)
         rows.append(
@@ -91,13 +93,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 f"{inst.cooldown}s",
                 syms if len(syms) <= 40 else syms[:37] + "...",
                 inst.source,
+                " ".join(f"{k}={v}" for k, v in inst.strategy.describe().items()),
             )
         )
     configured = {i.plugin for i in instances}
     for name in registry.names():
         if name not in configured:
             info = registry.info(name)
-            rows.append(("-", name, "not configured", "-", "-", "-", "-", info.source if info else "?"))
+            rows.append(("-", name, "not configured", "-", "-", "-", "-", info.source if info else "?", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -127,6 +130,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_CONFIG
+    for p in problems:
+        if p.path == "plugin":  # skipped because the plugin could not be loaded
+            engine.metrics.plugin_load_errors.labels(Path(p.file).stem).inc()
 
     async def main() -> None:
         engine.install_signal_handlers()

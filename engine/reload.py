@@ -32,7 +32,22 @@ RESTART_ONLY = (
     ("logging", "backups"),
     ("logging", "json_lines"),
     ("logging", "level"),
+    ("engine", "log_level"),
+    ("engine", "close_delay_seconds"),
+    ("engine", "shutdown_grace_seconds"),
+    ("market", "rate_budget"),
+    ("market", "timeout_seconds"),
+    ("market", "max_retries"),
+    ("market", "replay_start"),
+    ("market", "exit_at_end"),
+    ("sinks", "console"),
+    ("sinks", "journal"),
+    ("sinks", "telegram"),
+    ("sinks", "webhook"),
+    ("sinks", "queue_size"),
 )
+# config keys whose attribute name differs from the TOML key
+TOML_KEY = {"json_lines": "json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +87,7 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig, new_instances: list[Plugin
         changed = tuple(sorted({*changed, *(n for n in after if n in before and n in by_name)}))
     unchanged = tuple(sorted(n for n in after if n in before and n not in changed))
     restart = tuple(
-        f"{section}.{key}"
+        f"{section}.{TOML_KEY.get(key, key)}"
         for section, key in RESTART_ONLY
         if getattr(getattr(old.settings, section), key) != getattr(getattr(new.settings, section), key)
     )

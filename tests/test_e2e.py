@@ -118,6 +118,7 @@ def test_run_probe_stop_restart(tmp_path: Path) -> None:
         assert code == 200
         assert 'engine_plugin_runs_total{plugin="psar"}' in metrics
         assert "engine_signals_total" in metrics
+        assert 'engine_plugin_load_errors_total{plugin="ghost"} 1.0' in metrics
     finally:
         rc, out, err = stop(proc)
     assert rc == 0, err[-3000:]

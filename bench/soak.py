@@ -105,10 +105,12 @@ async def soak(minutes: float) -> int:
     probe = MarketBook(clock, SAMPLE_DIR, seed=7)
     shift = csv_shift(probe.csv_range_ms()[0], int(clock.now() * 1000))
     spot = (*sorted(probe.csv_symbols), *(f"{b}/USDT" for b in USDT_BASES))
+    # the bundled CSV markets are 5m only; the synthetic USDT markets serve any timeframe
+    watched = [f"{b}/USDT" for b in USDT_BASES]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         async with BinanceEmulator(clock, spot, csv_shift_ms=shift) as emu, WebhookReceiver(clock) as hook:
-            cfg = write_config(tmp, emu.url, hook.url, list(spot))
+            cfg = write_config(tmp, emu.url, hook.url, watched)
             state = tmp / "state"
             env = {**os.environ, "ENGINE_WEBHOOK_SECRET": SECRET}
             proc = await asyncio.create_subprocess_exec(
@@ -151,7 +153,7 @@ async def soak(minutes: float) -> int:
     records = {key(r) for r in journal}
     missing = records - delivered - dead_keys
     first, last = samples[len(samples) // 5][1], samples[-1][1]
-    print(f"soak: {minutes:g} min live against the emulator, {len(spot)} markets x 5 strategies on 1m")
+    print(f"soak: {minutes:g} min live against the emulator, {len(watched)} markets x 5 strategies on 1m")
     for line in events:
         print(f"  fault: {line}")
     print(f"  engine exit code {proc.returncode}")

@@ -111,7 +111,11 @@ class Engine:
             if cs.enabled
             else None
         )
-        self.journal = Journal(self.state_dir / st.sinks.journal.file)
+        self.journal = Journal(
+            self.state_dir / st.sinks.journal.file,
+            max_bytes=st.sinks.journal.max_bytes,
+            backups=st.sinks.journal.backups,
+        )
         # Sinks wait on real time even in a replay: a Telegram retry_after is seconds of the
         # real world, not of the replay's accelerated clock.
         sinks = build_sinks(st, RealClock(), self.metrics, stdout)

@@ -172,6 +172,10 @@ class ConsoleSinkSection(Section):
 class JournalSinkSection(Section):
     enabled: bool = Field(True, description="Kept for symmetry; the journal is always written.")
     file: str = Field("signals.jsonl", description="Journal file name inside state_dir.")
+    max_bytes: int = Field(
+        50 * 1024 * 1024, ge=4096, description="Rotate the journal when it would grow past this size."
+    )
+    backups: int = Field(10, ge=1, description="Rotated journal files kept (signals.jsonl.1 … .N).")
 
 
 TELEGRAM_API_URL = "https://api.telegram.org"

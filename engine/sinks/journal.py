@@ -40,11 +40,40 @@ class Journal:
     the fragment into one unreadable line.
     """
 
-    def __init__(self, path: Path, *, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        logger: logging.Logger | None = None,
+        max_bytes: int | None = None,
+        backups: int = 10,
+    ) -> None:
         self.path = Path(path)
         self._log = logger or logging.getLogger(__name__)
         self._fd: int | None = None
         self._closed = False
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    def _rotate_if_full(self, fd: int, incoming: int) -> int:
+        """Start a new file once this one would pass `max_bytes`: signals.jsonl becomes
+        signals.jsonl.1, older ones shift up and the oldest beyond `backups` is deleted.
+        Rotation happens between whole records, so no record is ever split across files."""
+        if self.max_bytes is None:
+            return fd
+        size = os.fstat(fd).st_size
+        if size == 0 or size + incoming <= self.max_bytes:
+            return fd
+        os.close(fd)
+        self._fd = None
+        oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
+        oldest.unlink(missing_ok=True)
+        for k in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{k}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{k + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        return self._open()
 
     def _open(self) -> int:
         if self._closed:
@@ -111,7 +140,7 @@ class Journal:
         except TypeError as e:
             raise StateError(f"journal {self.path}: record cannot be encoded: {e}") from e
         try:
-            fd = self._open()
+            fd = self._rotate_if_full(self._open(), len(line))
             before = os.fstat(fd).st_size
             try:
                 view = memoryview(line)

@@ -136,3 +136,20 @@ async def test_journal_sink_writes_consensus_and_outcomes_but_not_signals(tmp_pa
     assert records[1] == {"kind": "consensus", "symbol": "ETH/BTC", "score": 3.75, "record_kind": "new"}
     assert records[2] == {"kind": "outcome", "signal_id": sig.id, "result": "tp1"}
     assert orjson.dumps(records[0]) == orjson.dumps(sig.to_record())
+
+
+def test_rotates_by_size_between_whole_records_and_keeps_n_backups(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "signals.jsonl", max_bytes=4096, backups=2)
+    for i in range(200):
+        j.append({"id": f"{i:04d}", "pad": "x" * 60})
+    j.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["signals.jsonl", "signals.jsonl.1", "signals.jsonl.2"]
+    ids = []
+    for name in ("signals.jsonl.2", "signals.jsonl.1", "signals.jsonl"):
+        path = tmp_path / name
+        assert path.stat().st_size <= 4096
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        ids += [orjson.loads(line)["id"] for line in path.read_text().splitlines()]
+    # the newest records, in order, none split or lost between the files that are kept
+    assert ids == [f"{i:04d}" for i in range(200 - len(ids), 200)]

@@ -27,7 +27,7 @@ from engine.replay_plan import history_start, unreplayable_reason
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
-from engine.signals.model import Candidate, Signal
+from engine.signals.model import Signal
 from engine.signals.outcomes import OutcomeEvent, OutcomeTracker
 from engine.stats import consensus_settings
 from engine.timeframes import timeframe_seconds
@@ -52,24 +52,13 @@ class ReplayResult:
 
     @property
     def strategy_signals(self) -> list[Signal]:
+        """The strategies' own signals, without the consensus signals derived from them."""
         return [s for s in self.signals if s.kind == "signal"]
 
     @property
     def consensus_signals(self) -> list[Signal]:
+        """The aggregator's signals, kept apart so no strategy's signal is counted twice."""
         return [s for s in self.signals if s.kind == "consensus"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    close_ms: int
-    inst: PluginInstance
-    symbol: str
-    candles: Candles
-    cand: Candidate
-
-    @property
-    def order(self) -> tuple[int, str, str, str]:
-        return (self.close_ms, self.inst.name, self.symbol, self.cand.direction.value)
 
 
 def replay_start_ms(instances: Sequence[PluginInstance], market: ReplayMarket) -> int:
@@ -108,27 +97,26 @@ def run_replay(
     if start_ms is None and runnable:
         start_ms = replay_start_ms(runnable, market)
     result.start_ms, result.end_ms = start_ms, end_ms
-    found = _evaluate(runnable, market, runner, result, start_ms, end_ms, progress)
-    found.sort(key=lambda f: f.order)
+    emitted = _evaluate(
+        runnable, market, runner, builder, st.market.exchange, result, start_ms, end_ms, progress
+    )
+    emitted.sort(key=lambda s: (s.bar_close_ms, s.strategy, s.symbol, s.direction.value))
     adaptive = consensus is not None and consensus.settings.adaptive
     cursor: dict[tuple[str, str], int] = {}
     i = 0
-    while i < len(found):
-        t = found[i].close_ms
+    while i < len(emitted):
+        t = emitted[i].bar_close_ms
         if adaptive:
             # consensus weights read hit rates: outcomes must be known up to t, and no further
             _advance(tracker, result, cursor, t)
-        while i < len(found) and found[i].close_ms == t:
-            f = found[i]
-            origin = Origin(f.inst.name, f.symbol, f.inst.timeframe, st.market.exchange, f.inst.cooldown)
-            sig = builder.build(origin, f.candles, f.cand)
-            if sig is not None:
-                result.signals.append(sig)
-                tracker.track(sig)
-                agreed = consensus.add(sig) if consensus is not None else None
-                if agreed is not None:
-                    result.signals.append(agreed)
-                    tracker.track(agreed)
+        while i < len(emitted) and emitted[i].bar_close_ms == t:
+            sig = emitted[i]
+            result.signals.append(sig)
+            tracker.track(sig)
+            agreed = consensus.add(sig) if consensus is not None else None
+            if agreed is not None:
+                result.signals.append(agreed)
+                tracker.track(agreed)
             i += 1
     _advance(tracker, result, cursor, None)
     result.stats = tracker.summary()
@@ -152,12 +140,20 @@ def _evaluate(
     instances: Sequence[PluginInstance],
     market: ReplayMarket,
     runner: SafeRunner,
+    builder: SignalBuilder,
+    exchange: str,
     result: ReplayResult,
     start_ms: int | None,
     end_ms: int | None,
     progress: Progress | None,
-) -> list[_Found]:
-    found: list[_Found] = []
+) -> list[Signal]:
+    """Each instance over each market's history, through the level and cooldown gates.
+
+    A cooldown key belongs to one (instance, symbol), so gating each stream in bar order here
+    decides exactly what gating everything in global time order would, while keeping only the
+    signals — not every candidate — in memory.
+    """
+    emitted: list[Signal] = []
     jobs = [(inst, sym) for inst in instances for sym in inst.symbols]
     missing: dict[str, list[str]] = {}
     for n, (inst, sym) in enumerate(jobs):
@@ -172,10 +168,17 @@ def _evaluate(
         candles = frames[inst.timeframe]
         tf_ms = timeframe_seconds(inst.timeframe) * 1000
         result.evaluations += len(candles)
-        for cand in runner.run_all(inst, Window(sym, inst.timeframe, candles, frames)):
+        origin = Origin(inst.name, sym, inst.timeframe, exchange, inst.cooldown)
+        cands = sorted(
+            runner.run_all(inst, Window(sym, inst.timeframe, candles, frames)),
+            key=lambda c: (c.bar, c.direction.value),
+        )
+        for cand in cands:
             close_ms = int(candles.ts[cand.bar]) + tf_ms
             if (start_ms is None or close_ms >= start_ms) and (end_ms is None or close_ms <= end_ms):
-                found.append(_Found(close_ms, inst, sym, candles, cand))
+                sig = builder.build(origin, candles, cand)
+                if sig is not None:
+                    emitted.append(sig)
     if progress is not None:
         progress(len(jobs), len(jobs), "done")
     for name, reasons in missing.items():
@@ -184,7 +187,7 @@ def _evaluate(
             result.skipped[name] = "no data: " + "; ".join(reasons)
         else:
             log.warning("%s: some symbols have no data and were skipped: %s", name, "; ".join(reasons))
-    return found
+    return emitted
 
 
 def _history(market: ReplayMarket, result: ReplayResult, symbol: str, timeframe: str) -> Candles:

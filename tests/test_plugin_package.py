@@ -168,9 +168,9 @@ def test_plugins_lists_it_as_a_package(installed: Installed) -> None:
     assert lines[0].split()[:2] == ["INSTANCE", "PLUGIN"]
     row = next(line for line in lines if line.startswith("breakout "))
     assert row.split()[:6] == ["breakout", "donchian", "yes", "5m", "candle", "1800s"]
-    assert row.endswith(f"package {DIST}")
+    assert f"package {DIST}" in row
     # the built-ins are still there, marked as such
-    assert any(line.split()[1] == "psar" and line.endswith("built-in") for line in lines[1:])
+    assert any(line.split()[1] == "psar" and "built-in" in line for line in lines[1:])
 
 
 def test_check_accepts_the_config(installed: Installed) -> None:

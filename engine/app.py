@@ -167,6 +167,7 @@ class Engine:
     # -- status (StatusProbe for the HTTP server) ---------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """StatusProbe liveness: false once the heartbeat is stale or the scheduler task crashed."""
         age = time.monotonic() - self._heartbeat
         task = self._scheduler_task
         crashed = task is not None and task.done() and not task.cancelled() and task.exception() is not None
@@ -174,6 +175,7 @@ class Engine:
         return ok, {"heartbeat_age_seconds": round(age, 3), "scheduler_crashed": crashed}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """StatusProbe readiness, with every reason (stopping, markets, state dir, breaker, ban) it is not."""
         reasons: list[str] = []
         if self.stopping:
             reasons.append("shutting down")
@@ -203,6 +205,7 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def request_stop(self) -> None:
+        """SIGINT/SIGTERM: finish the current tick, then shut down; a second request exits at once."""
         self._stop_requests += 1
         if self._stop_requests > 1:
             log.warning("second stop signal: exiting immediately")
@@ -213,6 +216,7 @@ class Engine:
         self._stop_event.set()
 
     def install_signal_handlers(self) -> None:
+        """Stop on SIGINT/SIGTERM and reload on SIGHUP; must run inside the event loop."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)

@@ -44,6 +44,7 @@ def setup_logging(settings: EngineSettings, *, with_file: bool = True) -> bool:
 
 
 def print_problems(problems: Sequence[ConfigProblem]) -> None:
+    """One problem per line on stderr, so stdout stays clean for `OK` and tables."""
     for p in problems:
         print(p, file=sys.stderr)
 
@@ -51,6 +52,7 @@ def print_problems(problems: Sequence[ConfigProblem]) -> None:
 def load_all(
     config_dir: Path, registry: Registry, *, include_disabled: bool = False
 ) -> tuple[LoadedConfig | None, list[PluginInstance], list[ConfigProblem]]:
+    """Config and instances with the problems of both steps; a None config means nothing can run."""
     config, problems = load_config(config_dir)
     if config is None:
         return None, [], problems
@@ -59,6 +61,7 @@ def load_all(
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """`engine check`: validate config, plugins, sinks and admin token without running; exit 2 if any fail."""
     from engine.secret_files import check_admin_token
     from engine.sinks.build import check_sinks
 
@@ -73,6 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """`engine plugins`: every configured instance, then installed plugins no file configures."""
     registry = Registry.discover()
     config, instances, problems = load_all(args.config, registry, include_disabled=True)
     if config is None:
@@ -111,6 +115,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`engine run`: the live engine; a plugin that fails to load is skipped and logged, the others run."""
     config, instances, problems = load_all(args.config, Registry.discover())
     if config is None:
         print_problems(problems)
@@ -150,6 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """`engine stats`: outcome tallies and weights from the saved state, readable while the engine runs."""
     from engine.config import resolve_path
     from engine.state import StateStore
     from engine.stats import render, stats_rows
@@ -196,6 +202,7 @@ def progress_bar(done: int, total: int, what: str) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """`engine replay`: vectorised backtest over CSV history, as a table and optionally JSON and HTML."""
     import orjson
 
     from engine.replay import run_replay
@@ -226,6 +233,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    """`engine download`: closed candles to replay CSVs, resuming after the last row already on disk."""
     from engine.clock import RealClock
     from engine.download import download_symbol
     from engine.market.exchange import ExchangeMarket
@@ -289,6 +297,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options; each sets `func`, which `main` dispatches to."""
     parser = argparse.ArgumentParser(
         prog="engine", description="Run crypto trading-signal strategies as plugins of one engine."
     )
@@ -349,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (0 ok, 1 runtime failure, 2 usage or config)."""
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

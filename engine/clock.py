@@ -34,12 +34,15 @@ class RealClock:
     """The machine's clock."""
 
     def now(self) -> float:
+        """Clock.now from the system's wall clock."""
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        """Clock.sleep on the event loop; a negative duration returns at once."""
         await asyncio.sleep(max(0.0, seconds))
 
     async def sleep_until(self, when: float) -> None:
+        """Clock.sleep_until against wall time; a deadline already past returns at once."""
         await asyncio.sleep(max(0.0, when - time.time()))
 
 
@@ -58,12 +61,15 @@ class PacedClock:
         self._real0 = time.monotonic()
 
     def now(self) -> float:
+        """Clock.now: `start` plus the real time elapsed since construction, times `speed`."""
         return self._start + (time.monotonic() - self._real0) * self._speed
 
     async def sleep(self, seconds: float) -> None:
+        """Clock.sleep: `seconds` of virtual time take `seconds / speed` of real time."""
         await asyncio.sleep(max(0.0, seconds) / self._speed)
 
     async def sleep_until(self, when: float) -> None:
+        """Clock.sleep_until: the virtual gap to `when`, scaled down to real time."""
         await asyncio.sleep(max(0.0, when - self.now()) / self._speed)
 
 
@@ -84,12 +90,15 @@ class VirtualClock:
         self._stepping = False
 
     def now(self) -> float:
+        """Clock.now: virtual time, which only `advance()` or an auto step moves."""
         return self._now
 
     async def sleep(self, seconds: float) -> None:
+        """Clock.sleep in virtual time: a `sleep_until` of now plus `seconds`."""
         await self.sleep_until(self._now + max(0.0, seconds))
 
     async def sleep_until(self, when: float) -> None:
+        """Clock.sleep_until: park until time reaches `when`; a past deadline only yields to the loop."""
         if when <= self._now:
             await asyncio.sleep(0)
             return

@@ -34,6 +34,8 @@ class Section(BaseModel):
 
 
 class EngineSection(Section):
+    """`[engine]`: process-wide settings: state location, log level, quarantine and shutdown timing."""
+
     state_dir: str = Field("state", description="Directory for engine.json, the journal and the lock.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Console log level.")
     quarantine_after: int = Field(
@@ -46,6 +48,8 @@ class EngineSection(Section):
 
 
 class MarketSection(Section):
+    """`[market]`: where candles come from (a ccxt exchange or CSV replay) and how hard to press it."""
+
     source: Literal["exchange", "replay"] = Field("exchange", description="Live exchange or CSV replay.")
     exchange: str = Field("binance", description="Any ccxt exchange id.")
     type: Literal["spot", "swap"] = Field("spot", description="Market type the symbols refer to.")
@@ -94,6 +98,8 @@ class MarketSection(Section):
 
 
 class ServerSection(Section):
+    """`[server]`: the HTTP endpoints orchestrators and Prometheus poll; loopback by default."""
+
     enabled: bool = Field(True, description="Serve /health, /ready, /metrics.")
     host: str = Field("127.0.0.1", description="Bind address; loopback by default.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one.")
@@ -142,6 +148,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 
 
 class ConsensusSection(Section):
+    """`[consensus]`: the spec §5 aggregator's window, weights and R:R gate."""
+
     enabled: bool = Field(True, description="Combine strategies' signals into consensus signals.")
     window_minutes: float = Field(30.0, gt=0, description="How far back signals count.")
     min_strategies: int = Field(2, ge=1, description="Distinct strategies needed.")
@@ -160,16 +168,22 @@ class ConsensusSection(Section):
 
 
 class OutcomesSection(Section):
+    """`[outcomes]`: how tracked signals close besides their targets and stop (an optional expiry)."""
+
     expiry_hours: float | None = Field(
         None, gt=0, description="Close a signal as EXPIRED after this many hours; unset = never (spec)."
     )
 
 
 class ConsoleSinkSection(Section):
+    """`[sinks.console]`: one line per event on stdout."""
+
     enabled: bool = Field(True, description="Print each signal as one line on stdout.")
 
 
 class JournalSinkSection(Section):
+    """`[sinks.journal]`: the JSONL record of truth; it can be renamed but is always written."""
+
     enabled: bool = Field(True, description="Kept for symmetry; the journal is always written.")
     file: str = Field("signals.jsonl", description="Journal file name inside state_dir.")
     max_bytes: int = Field(
@@ -257,6 +271,8 @@ class WebhookSinkSection(Section):
 
 
 class SinksSection(Section):
+    """`[sinks]`: every output, plus the queue bound that keeps a slow sink from growing memory."""
+
     console: ConsoleSinkSection = Field(default_factory=ConsoleSinkSection)
     journal: JournalSinkSection = Field(default_factory=JournalSinkSection)
     telegram: TelegramSinkSection = Field(default_factory=TelegramSinkSection)
@@ -369,6 +385,7 @@ class StrategyEntry:
 
     @property
     def plugin(self) -> str:
+        """The plugin to load: the file's `plugin` key, else the instance name (so psar.toml needs none)."""
         return self.spec.plugin or self.name
 
 

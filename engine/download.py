@@ -84,6 +84,8 @@ def _ends_with_newline(path: Path) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class DownloadResult:
+    """What one symbol's download did; `resumed_from` is set when an existing file was extended."""
+
     symbol: str
     path: Path
     written: int

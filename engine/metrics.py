@@ -193,4 +193,5 @@ class Metrics:
         return generate_latest(self.registry)
 
     def set_breaker(self, exchange: str, state: str) -> None:
+        """Publish a breaker state as a number (closed 0, half_open 1, open 2) so it can be alerted on."""
         self.breaker_state.labels(exchange).set(BREAKER_STATES[state])

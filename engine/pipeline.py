@@ -35,19 +35,31 @@ OUTCOME_LOOKBACK = 50
 class CandleSource(Protocol):
     """The part of the market gateway a tick needs."""
 
-    async def candles(self, symbol: str, timeframe: str, lookback: int) -> Candles: ...
+    async def candles(self, symbol: str, timeframe: str, lookback: int) -> Candles:
+        """The last `lookback` closed candles of a series."""
+        ...
 
-    async def ticker(self, symbol: str) -> Ticker: ...
+    async def ticker(self, symbol: str) -> Ticker:
+        """Last price and top of book of `symbol`."""
+        ...
 
-    async def trades(self, symbol: str, limit: int) -> Trades: ...
+    async def trades(self, symbol: str, limit: int) -> Trades:
+        """The latest `limit` public trades of `symbol`, oldest first."""
+        ...
 
-    async def order_book(self, symbol: str, depth: int) -> OrderBook: ...
+    async def order_book(self, symbol: str, depth: int) -> OrderBook:
+        """The best `depth` levels of each side of `symbol`'s book."""
+        ...
 
-    async def funding(self, symbol: str) -> Funding: ...
+    async def funding(self, symbol: str) -> Funding:
+        """The current funding rate of a perpetual swap."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """The non-OHLCV data one evaluation declared in its needs; kinds not asked for stay None."""
+
     ticker: Ticker | None = None
     trades: Trades | None = None
     order_book: OrderBook | None = None
@@ -55,11 +67,19 @@ class Snapshot:
 
 
 class JournalWriter(Protocol):
-    def append(self, record: dict[str, Any]) -> None: ...
+    """Where signals are recorded before anything else sees them (the Journal, or a fake in tests)."""
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Persist one record before returning: the pipeline publishes only what is on disk."""
+        ...
 
 
 class Publisher(Protocol):
-    def publish(self, event: SinkEvent) -> None: ...
+    """Where decided events go after the journal (the sink dispatcher, or a fake in tests)."""
+
+    def publish(self, event: SinkEvent) -> None:
+        """Hand one event to the sinks without waiting: a tick never blocks on delivery."""
+        ...
 
 
 class Pipeline:

@@ -62,6 +62,7 @@ class ReloadPlan:
     instances: dict[str, PluginInstance] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """The plan in JSON-ready form for /admin/reload and the log; unchanged names are only counted."""
         return {
             "added": list(self.added),
             "removed": list(self.removed),
@@ -77,6 +78,7 @@ def specs(config: LoadedConfig) -> dict[str, dict[str, Any]]:
 
 
 def plan_reload(old: LoadedConfig, new: LoadedConfig, new_instances: list[PluginInstance]) -> ReloadPlan:
+    """Diff two configs; only instances that built are added or changed, and a risk change reprices all."""
     before, after = specs(old), specs(new)
     by_name = {i.name: i for i in new_instances}
     added = tuple(sorted(n for n in after if n not in before and n in by_name))

@@ -28,17 +28,22 @@ class DeferredClock:
         self.inner: Clock = RealClock()
 
     def now(self) -> float:
+        """Clock.now of the clock chosen so far."""
         return self.inner.now()
 
     async def sleep(self, seconds: float) -> None:
+        """Clock.sleep on the clock chosen so far."""
         await self.inner.sleep(seconds)
 
     async def sleep_until(self, when: float) -> None:
+        """Clock.sleep_until on the clock chosen so far."""
         await self.inner.sleep_until(when)
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayPlan:
+    """A replay's span in epoch seconds: the first full window to the last candle close."""
+
     start: float
     end: float
 

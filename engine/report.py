@@ -35,6 +35,7 @@ COLORS = (
 
 
 def final_outcomes(result: ReplayResult) -> dict[str, OutcomeEvent]:
+    """Each signal's closing event by signal id; intermediate steps are not its result."""
     return {e.signal_id: e for e in result.outcomes if e.final}
 
 
@@ -82,6 +83,7 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
 
 
 def table(doc: dict[str, Any]) -> str:
+    """The console table of a replay summary: one row per strategy plus consensus, skips explained."""
     head = ("STRATEGY", "SIGNALS", "TP1", "TP2", "TP3", "SL", "EXPIRED", "WIN%", "AVG R", "EXP %")
     rows = [head]
     entries = [*doc["strategies"].items(), ("consensus", doc["consensus"])]
@@ -154,6 +156,7 @@ def _polyline_chart(series: dict[str, list[tuple[int, float]]], title: str, y_la
 
 
 def cumulative_r(result: ReplayResult) -> dict[str, list[tuple[int, float]]]:
+    """Running R total per strategy in closing order, for the report's cumulative chart."""
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     totals: dict[str, float] = defaultdict(float)
     for e in sorted(final_outcomes(result).values(), key=lambda e: e.at_ms):
@@ -163,6 +166,7 @@ def cumulative_r(result: ReplayResult) -> dict[str, list[tuple[int, float]]]:
 
 
 def price_chart(result: ReplayResult, symbol: str) -> str:
+    """Inline SVG of one symbol's closes with signal markers, so the report needs no plotting library."""
     key = next((k for k in sorted(result.histories) if k[0] == symbol), None)
     if key is None:
         return f"<p>No candles for {html.escape(symbol)}.</p>"
@@ -208,6 +212,7 @@ def price_chart(result: ReplayResult, symbol: str) -> str:
 
 
 def render_html(result: ReplayResult, doc: dict[str, Any], symbol: str | None) -> str:
+    """The self-contained HTML report (inline CSS and SVG) that can be mailed or opened offline."""
     syms = sorted({k[0] for k in result.histories})
     symbol = symbol if symbol in syms else (syms[0] if syms else None)
     rows = []

@@ -53,6 +53,7 @@ class Scheduler:
             inst.next_due = now if run_at_start else next_due(inst, now, close_delay)
 
     def stop(self) -> None:
+        """Ask `run()` to return; wakes a sleeping loop but never interrupts a tick in progress."""
         self._stop.set()
 
     def set_instances(self, instances: Sequence[PluginInstance]) -> None:
@@ -67,12 +68,15 @@ class Scheduler:
 
     @property
     def stopping(self) -> bool:
+        """Whether `stop()` has been requested."""
         return self._stop.is_set()
 
     def due(self, now: float) -> list[PluginInstance]:
+        """Instances to run at `now`; quarantined ones never come due."""
         return [i for i in self.instances if i.next_due <= now and not i.quarantined]
 
     def earliest(self) -> float | None:
+        """The next due time over instances not quarantined; None when none is left to run."""
         live = [i.next_due for i in self.instances if not i.quarantined]
         return min(live) if live else None
 

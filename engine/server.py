@@ -106,6 +106,7 @@ class HealthServer:
         return app
 
     async def start(self) -> None:
+        """Bind and serve (idempotent); warns when open beyond loopback without an admin token."""
         if self._runner is not None:
             return
         if not is_loopback(self.host) and self._admin_token is None:
@@ -128,6 +129,7 @@ class HealthServer:
         self._bound_port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
+        """Stop serving and free the port; safe to call when not started."""
         runner, self._runner = self._runner, None
         self._bound_port = None
         if runner is not None:

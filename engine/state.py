@@ -115,6 +115,7 @@ class StateStore:
 
     @property
     def locked(self) -> bool:
+        """Whether this store holds the directory's lock (see `lock()`)."""
         return self._lock_fd is not None
 
     def lock(self) -> None:

@@ -26,6 +26,7 @@ def weight_of(config: LoadedConfig, name: str, plugin: str | None, st: StrategyS
 
 
 def stats_rows(config: LoadedConfig, raw_stats: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """Rows for `engine stats`: every configured or recorded strategy with its tallies and weight now."""
     plugin_of = {e.name: e.plugin for e in config.strategies}
     names = sorted(set(raw_stats) | set(plugin_of))
     rows: list[tuple[str, ...]] = [COLUMNS]
@@ -56,11 +57,13 @@ def stats_rows(config: LoadedConfig, raw_stats: Mapping[str, Any]) -> list[tuple
 
 
 def render(rows: list[tuple[str, ...]]) -> str:
+    """The rows as left-aligned columns, trailing spaces trimmed."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def consensus_settings(config: LoadedConfig) -> ConsensusSettings:
+    """The aggregator's settings from the config; live and replay both build them here, so they agree."""
     cs = config.settings.consensus
     return ConsensusSettings(
         window_minutes=cs.window_minutes,

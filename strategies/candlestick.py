@@ -35,6 +35,8 @@ HAMMER, SHOOTING_STAR = 0, 1
 
 
 class CandlestickParams(StrategyParams):
+    """`[params]` of a candlestick instance: pattern ratios, the trend filter and stop placement."""
+
     sma_period: int = Field(50, ge=1, description="trend filter: SMA of closes ending at the pattern candle")
     shadow_ratio: float = Field(2.0, gt=0, description="Hammer/Shooting Star: long shadow > this x body")
     short_shadow_ratio: float = Field(

@@ -36,6 +36,8 @@ FULL_SCORE = 900.0
 
 
 class DiyParams(StrategyParams):
+    """`[params]` of a diy instance: vote thresholds and the ATR its levels are built from."""
+
     trending_adx: float = Field(25.0, ge=0, description="ADX above this selects the trending weights")
     min_lead: float = Field(40.0, ge=0, le=100, description="a side wins only above this score (%)")
     min_score: float = Field(60.0, ge=0, le=100, description="the winning side's score (%) needed to emit")

@@ -30,6 +30,8 @@ STANDARD_LEVELS = (0.618, 0.5, 0.382)
 
 
 class FibReversalParams(StrategyParams):
+    """`[params]` of a fib_reversal instance; a preset sets swing size and confirmation unless overridden."""
+
     preset: Preset = Field(
         "medium", description="swing lookback / confirmation: fast 5/2, medium 10/3, safe 15/4"
     )
@@ -51,10 +53,12 @@ class FibReversalParams(StrategyParams):
 
     @property
     def span(self) -> int:
+        """Swing lookback L in force: `swing_lookback` if set, else the preset's."""
         return self.swing_lookback if self.swing_lookback is not None else PRESETS[self.preset][0]
 
     @property
     def confirm(self) -> int:
+        """Confirmation bars in force: `confirmation` if set, else the preset's."""
         return self.confirmation if self.confirmation is not None else PRESETS[self.preset][1]
 
     @model_validator(mode="after")

@@ -35,6 +35,8 @@ QUALITY = {0.65: "PREMIUM", 0.618: "PREMIUM", 0.5: "CONFIRMED", 0.382: "WEAK"}
 
 
 class FibSwingParams(StrategyParams):
+    """`[params]` of a fib_swing instance: swing size, the EMA trend filter and entry tolerance."""
+
     swing_lookback: int = Field(10, ge=1, description="bars each side a swing must dominate (L)")
     confirmation: int = Field(
         5, ge=1, description="bars after the anchor that must hold it for `swing_confirmed` (metadata)"

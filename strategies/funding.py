@@ -29,6 +29,8 @@ DATA_BARS = 50
 
 
 class FundingParams(StrategyParams):
+    """`[params]` of a funding instance: each factor's scoring thresholds and the ATR for levels."""
+
     trades: int = Field(500, ge=1, description="latest public trades the taker ratio is taken over")
     ema_period: int = Field(20, ge=1, description="EMA that says which way price is already going")
     extreme_funding_pct: float = Field(0.05, gt=0, description="|funding| in % per period scoring -/+3")
@@ -61,6 +63,8 @@ def taker_ratio(trades: Trades) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Score:
+    """The funding score and a reason per scored factor, which become the signal's rationale."""
+
     total: int
     reasons: tuple[str, ...]
 

@@ -44,6 +44,8 @@ PATTERNS: tuple[tuple[str, tuple[Range, Range, Range, Range], tuple[float | None
 
 
 class HarmonicParams(StrategyParams):
+    """`[params]` of a harmonic instance: zigzag pivot distance, pattern tolerance and entry retrace."""
+
     atr_period: int = Field(14, ge=1, description="ATR period of the zigzag's pivot distance")
     pivot_atr_mult: float = Field(
         2.0, gt=0, description="a new pivot must lie this many ATRs from the last kept one"

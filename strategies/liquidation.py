@@ -30,6 +30,8 @@ DATA_BARS = 60
 
 
 class LiquidationParams(StrategyParams):
+    """`[params]` of a liquidation instance: what counts as a liquidation, score factors, bands, ATR."""
+
     trades: int = Field(1000, ge=1, description="latest public trades scanned for liquidations and flow")
     book_levels: int = Field(50, ge=1, description="order-book levels per side summed for the bid/ask ratio")
     large_trade_mult: float = Field(
@@ -105,6 +107,8 @@ def read_tape(p: LiquidationParams, trades: Trades, book: OrderBook) -> Tape:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """The score plus the liquidation factor and band location that gate a signal, with reasons."""
+
     score: int
     liq_factor: int
     location: str | None

@@ -29,6 +29,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 
 class MostParams(StrategyParams):
+    """`[params]` of a most instance: the EMA, ATR distance and rebuild window of the MOST line."""
+
     ema_period: int = Field(9, ge=1, description="EMA the line follows; the line starts at this window index")
     atr_period: int = Field(14, ge=1, description="ATR period (and stdev fallback period) for the distance")
     atr_mult: float = Field(2.0, gt=0, description="line distance from the EMA, in ATRs of the last bar")

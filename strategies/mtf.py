@@ -41,6 +41,8 @@ TREND_NAMES = {1: "BULLISH", -1: "BEARISH", 0: "NEUTRAL"}
 
 
 class MtfParams(StrategyParams):
+    """`[params]` of an mtf instance: the per-timeframe trend test, confluence needed, higher timeframes."""
+
     sma_period: int = Field(
         50, ge=2, le=DATA_BARS, description="SMA the close is compared with on every timeframe"
     )

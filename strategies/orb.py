@@ -42,6 +42,8 @@ INACTIVE = 2
 
 
 class OrbParams(StrategyParams):
+    """`[params]` of an orb instance: opening-range stages, breakout rules and an optional volume filter."""
+
     stages: tuple[int, ...] = Field(
         (5, 15, 30, 60),
         description="opening-range lengths in candles from 00:00 UTC, checked in this order",

@@ -24,6 +24,8 @@ DATA_BARS = 100
 
 
 class PsarParams(StrategyParams):
+    """`[params]` of a psar instance: SAR acceleration, the ADX trend gate and ATR targets."""
+
     acceleration: float = Field(0.02, gt=0, description="SAR acceleration factor step and start")
     maximum: float = Field(0.2, gt=0, description="SAR acceleration factor cap")
     adx_period: int = Field(14, ge=2, description="ADX period")

@@ -47,6 +47,8 @@ SETUP_NAMES = (*(c[0] for c in COMBOS), "HAMMER", "SHOOTER")
 
 
 class StratParams(StrategyParams):
+    """`[params]` of a strat instance: the trend filter, the hammer/shooter zone and the ATR unit."""
+
     sma_period: int = Field(50, ge=1, description="trend filter: SMA of closes ending at the setup bar")
     hammer_zone: float = Field(
         0.25,

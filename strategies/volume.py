@@ -88,6 +88,8 @@ class Facts(NamedTuple):
 
 
 class VolumeParams(StrategyParams):
+    """`[params]` of a volume instance: profile, trend, momentum and pressure factors, votes needed."""
+
     profile_bars: int = Field(100, ge=2, description="bars of the volume profile (ending at the signal bar)")
     profile_rows: int = Field(24, ge=2, description="equal-height price rows of the profile")
     value_area_pct: float = Field(0.70, gt=0, le=1, description="share of the profile in the value area")

@@ -30,6 +30,8 @@ LEVELS = ("poc", "vah", "val")
 
 
 class VolumeProfileParams(StrategyParams):
+    """`[params]` of a volume_profile instance: pivot anchoring, profile shape and risk sizing."""
+
     pivot_length: int = Field(20, ge=1, description="bars on each side a pivot high/low must dominate")
     profile_bins: int = Field(25, ge=2, description="equal-height price bins of the profile")
     value_area_pct: float = Field(0.68, gt=0, le=1, description="share of the volume in the value area")

@@ -31,6 +31,7 @@ class Candles:
 
     @classmethod
     def empty(cls) -> Candles:
+        """Zero candles with the proper dtypes, so "no history" needs no None checks."""
         f = np.empty(0, dtype=np.float64)
         return cls(np.empty(0, dtype=np.int64), f, f, f, f, f)
 

@@ -129,23 +129,28 @@ class ExchangeMarket:
 
     @property
     def breaker(self) -> CircuitBreaker:
+        """The circuit breaker every call to this exchange goes through."""
         return self._breaker
 
     @property
     def limiter(self) -> TokenBucket:
+        """The token bucket every request to this exchange spends from."""
         return self._bucket
 
     @property
     def market_type(self) -> MarketType:
+        """Which markets symbols refer to: "spot" or "swap" (only swaps have funding rates)."""
         return self._market_type
 
     async def load_markets(self) -> set[str]:
+        """MarketData.load_markets: always a fresh request, serialised with the lazy first load."""
         async with self._markets_lock:
             return set(await self._load_markets())
 
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int | None, limit: int
     ) -> list[list[float]]:
+        """MarketData.fetch_ohlcv via limiter, breaker and retries; a malformed answer is BadResponse."""
         await self._ensure_markets()
 
         async def call() -> list[list[float]]:
@@ -158,6 +163,7 @@ class ExchangeMarket:
         return await self._call("ohlcv", self.request_cost("ohlcv", {"limit": limit}), call)
 
     async def fetch_ticker(self, symbol: str) -> Ticker:
+        """MarketData.fetch_ticker via limiter, breaker and retries, parsed into a Ticker."""
         await self._ensure_markets()
 
         async def call() -> Ticker:
@@ -193,6 +199,7 @@ class ExchangeMarket:
         return await self._call("order_book", self.request_cost("order_book", {"limit": limit}), call)
 
     async def fetch_funding(self, symbol: str) -> Funding:
+        """MarketData.fetch_funding; refused without a request on spot, which has no funding."""
         if self._market_type != "swap":
             raise DataUnavailable(
                 f"{self.exchange}: funding rates exist only for perpetual swaps; this engine reads "
@@ -210,6 +217,7 @@ class ExchangeMarket:
         await self._client.close()
 
     def status(self) -> dict[str, object]:
+        """MarketData.status for /ready: breaker, exchange-imposed pause and limiter state."""
         paused_until = self._bucket.paused_until
         now = self._clock.now()
         return {

@@ -92,6 +92,7 @@ class MarketGateway:
         self._needs[key] = max(self._needs.get(key, 0), lookback)
 
     async def start(self) -> None:
+        """Load the source's markets once, so an unknown symbol fails fast rather than at the exchange."""
         self._markets = frozenset(await self._source.load_markets())
 
     async def candles(self, symbol: str, timeframe: str, lookback: int) -> Candles:
@@ -143,6 +144,7 @@ class MarketGateway:
         return await self._funding.get(symbol, 0, lambda _: self._source.fetch_funding(symbol))
 
     def status(self) -> dict[str, object]:
+        """The source's status plus cache sizes, for /ready."""
         return {
             **self._source.status(),
             "cached_series": len(self._cache),
@@ -151,6 +153,7 @@ class MarketGateway:
         }
 
     async def close(self) -> None:
+        """Cancel fetches in flight, close the snapshot caches, then the source; once, at shutdown."""
         tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()

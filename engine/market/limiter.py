@@ -63,6 +63,7 @@ class TokenBucket:
 
     @property
     def capacity(self) -> float:
+        """The largest burst in tokens; changes only through `resize()`."""
         return self._capacity
 
     @property

@@ -48,6 +48,7 @@ class ReplayMarket:
 
     @property
     def symbols(self) -> frozenset[str]:
+        """Symbols with at least one CSV file: the replay's whole market list."""
         return frozenset(symbol for symbol, _ in self._files)
 
     def timeframes(self, symbol: str) -> tuple[str, ...]:
@@ -73,11 +74,13 @@ class ReplayMarket:
         return Candles.from_rows(self._get(symbol, timeframe))
 
     async def load_markets(self) -> set[str]:
+        """MarketData.load_markets: the symbols that have files; no I/O beyond the scan at construction."""
         return set(self.symbols)
 
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int | None, limit: int
     ) -> list[list[float]]:
+        """MarketData.fetch_ohlcv from the CSV, cut at the clock's now so replay never sees the future."""
         rows = self._get(symbol, timeframe)
         if limit <= 0 or rows.shape[0] == 0:
             return []
@@ -92,18 +95,23 @@ class ReplayMarket:
         return out
 
     async def fetch_ticker(self, symbol: str) -> Ticker:
+        """MarketData.fetch_ticker: CSV history has no tickers, so always DataUnavailable."""
         raise self._no_snapshot("ticker", symbol)
 
     async def fetch_trades(self, symbol: str, limit: int) -> Trades:
+        """MarketData.fetch_trades: CSV history has no trades, so always DataUnavailable."""
         raise self._no_snapshot("recent trades", symbol)
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        """MarketData.fetch_order_book: CSV history has no books, so always DataUnavailable."""
         raise self._no_snapshot("order book", symbol)
 
     async def fetch_funding(self, symbol: str) -> Funding:
+        """MarketData.fetch_funding: CSV history has no funding, so always DataUnavailable."""
         raise self._no_snapshot("funding rate", symbol)
 
     async def close(self) -> None:
+        """MarketData.close: drop the loaded series; there is no connection to close."""
         self._series.clear()
 
     def _no_snapshot(self, kind: str, symbol: str) -> DataUnavailable:
@@ -114,6 +122,7 @@ class ReplayMarket:
         )
 
     def status(self) -> dict[str, object]:
+        """MarketData.status: a replay has no breaker or pause, so it is always ready."""
         return {"source": "replay", "files": len(self._files), "markets_loaded": True}
 
     def _get(self, symbol: str, timeframe: str) -> FloatArray:

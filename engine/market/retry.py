@@ -45,6 +45,7 @@ class Retrier:
         self._rand = rand
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await `call` until it succeeds; retryable errors back off, an open breaker or pause re-raises."""
         attempt = 0
         while True:
             try:

@@ -77,6 +77,7 @@ class SnapshotCache(Generic[V]):
         return self._trim((await asyncio.shield(task)).value, size)
 
     async def close(self) -> None:
+        """Cancel fetches in flight and forget cached values; once, at shutdown."""
         tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()

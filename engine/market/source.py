@@ -52,7 +52,9 @@ class MarketData(Protocol):
         """The current funding rate of a perpetual swap."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; called once at shutdown, after which the source is not used."""
+        ...
 
     def status(self) -> dict[str, object]:
         """Health details for /ready (breaker state, pause, whether markets are loaded)."""

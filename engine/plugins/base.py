@@ -50,6 +50,7 @@ class DataNeeds:
 
     @property
     def ohlcv_only(self) -> bool:
+        """True when candles alone suffice, which is all CSV replay can serve."""
         return not (self.ticker or self.trades or self.order_book or self.funding)
 
 

@@ -41,14 +41,17 @@ class PluginInstance:
 
     @property
     def lookback(self) -> int:
+        """The strategy's lookback, which sizes this instance's candle subscriptions."""
         return self.strategy.lookback
 
     @property
     def period_label(self) -> str:
+        """The schedule as `engine plugins` shows it: "candle" or the period in seconds."""
         return "candle" if self.period is None else f"{self.period}s"
 
 
 def global_risk(settings: EngineSettings) -> RiskSettings:
+    """The `[risk]` defaults as calculator settings; each instance's own `[risk]` applies on top."""
     r = settings.risk
     return RiskSettings(**r.model_dump())
 

@@ -49,12 +49,15 @@ class Registry:
 
     @classmethod
     def discover(cls, group: str = GROUP) -> Registry:
+        """Every plugin installed under `group`; built-ins register exactly like third-party ones."""
         return cls(list(entry_points(group=group)))
 
     def names(self) -> list[str]:
+        """Every known plugin name, sorted, whether or not it imports."""
         return sorted(self._infos)
 
     def info(self, name: str) -> PluginInfo | None:
+        """Where plugin `name` comes from, or None when unknown; never imports it."""
         return self._infos.get(name)
 
     def load(self, name: str) -> type[AnyStrategy]:

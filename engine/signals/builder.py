@@ -35,6 +35,7 @@ class SignalBuilder:
         self.metrics = metrics
 
     def build(self, origin: Origin, candles: Candles, cand: Candidate) -> Signal | None:
+        """The Signal for `cand`, or None (counted by reason) for invalid levels or an active cooldown."""
         if not cand.levels.valid:
             self.metrics.signals_rejected.labels(origin.strategy, "invalid_levels").inc()
             return None

@@ -22,6 +22,8 @@ RR_RELAX = ((7.0, 1.1), (5.0, 1.3), (3.5, 1.4))
 
 @dataclass(frozen=True, slots=True)
 class ConsensusSettings:
+    """The aggregator's knobs as plain values, so it does not depend on the config model."""
+
     window_minutes: float = 30.0
     min_strategies: int = 2
     threshold: float = 3.0
@@ -45,6 +47,7 @@ def hit_rate_factor(wins: int, closed: int, lo: float, hi: float) -> float:
 
 
 def strength_label(score: float) -> str:
+    """The spec §5 label of a score (LOW to LEGENDARY), each bound within the R:R float tolerance."""
     for bound, label in LABELS:
         if score >= bound - RR_TOLERANCE:
             return label
@@ -52,6 +55,7 @@ def strength_label(score: float) -> str:
 
 
 def effective_min_rr(score: float, min_rr: float) -> float:
+    """The R:R gate for a score: strong agreement relaxes `min_rr` (spec §5), never tightens it."""
     for bound, relaxed in RR_RELAX:
         if score >= bound - RR_TOLERANCE:
             return min(min_rr, relaxed)
@@ -59,6 +63,7 @@ def effective_min_rr(score: float, min_rr: float) -> float:
 
 
 def recency_weight(age_minutes: float) -> float:
+    """Weight of a contributor's entry in the blended consensus entry, so fresher prices count more."""
     if age_minutes <= 5.0:
         return 2.0
     if age_minutes >= 15.0:
@@ -85,6 +90,7 @@ class ConsensusAggregator:
         self._memory: dict[str, dict[str, Any]] = {}
 
     def base_weight(self, strategy: str) -> float:
+        """Configured weight by instance name, then plugin name, else the default weight."""
         if strategy in self.weights:
             return self.weights[strategy]
         return self.weights.get(self.plugin_of.get(strategy, strategy), self.settings.default_weight)
@@ -219,12 +225,14 @@ class ConsensusAggregator:
     # -- persistence ------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
+        """Alert memory and the window's signals in plain types, so a restart keeps both."""
         return {
             "memory": self._memory,
             "recent": [s.to_record() for q in self._recent.values() for s in q],
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
+        """Load a `snapshot()` from the state file, so a restart neither repeats nor loses an alert."""
         self._memory = {str(k): dict(v) for k, v in dict(data.get("memory", {})).items()}
         for rec in data.get("recent", []):
             sig = Signal.from_record(rec)

@@ -23,6 +23,7 @@ class Direction(StrEnum):
 
     @classmethod
     def parse(cls, text: str) -> Direction:
+        """Read the originals' BULLISH/BUY and BEARISH/SELL as well as LONG/SHORT, in any case."""
         t = text.strip().upper()
         if t in ("LONG", "BULLISH", "BUY"):
             return cls.LONG
@@ -63,6 +64,7 @@ class Candidate:
 
     @property
     def entry(self) -> float:
+        """The entry price the levels were computed for."""
         return self.levels.entry
 
 
@@ -104,6 +106,7 @@ class Signal:
 
     @property
     def risk(self) -> float:
+        """Entry-to-stop distance: the unit R multiples are measured in."""
         return abs(self.entry - self.stop_loss)
 
     def to_record(self) -> dict[str, Any]:
@@ -128,6 +131,7 @@ class Signal:
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> Signal:
+        """Inverse of `to_record()`, for the state file and journal; absent optional keys get defaults."""
         return cls(
             id=str(rec["id"]),
             strategy=str(rec["strategy"]),

@@ -42,12 +42,15 @@ class Position:
 
     @property
     def risk(self) -> float:
+        """Entry-to-stop distance: the unit of `r_at`."""
         return abs(self.entry - self.stop_loss)
 
     def r_at(self, price: float) -> float:
+        """Profit at `price` in R (multiples of the risk); 0 for a zero-risk position, not an error."""
         return self.direction.sign * (price - self.entry) / self.risk if self.risk > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-type form for the state file."""
         d = asdict(self)
         d["direction"] = self.direction.value
         d["take_profits"] = list(self.take_profits)
@@ -55,6 +58,7 @@ class Position:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Position:
+        """Inverse of `to_dict()`; KeyError, ValueError or TypeError for an entry of another layout."""
         return cls(
             signal_id=str(d["signal_id"]),
             strategy=str(d["strategy"]),
@@ -88,6 +92,7 @@ class OutcomeEvent:
     pnl_percent: float
 
     def to_record(self) -> dict[str, Any]:
+        """The journal and sink form (kind "outcome"), timed by candle close like signals."""
         return {
             "kind": "outcome",
             "signal_id": self.signal_id,
@@ -120,21 +125,26 @@ class StrategyStats:
 
     @property
     def closed(self) -> int:
+        """Signals that reached a final result: the denominator of the rates."""
         return self.tp1 + self.tp2 + self.tp3 + self.sl + self.expired
 
     @property
     def wins(self) -> int:
+        """Closes at any target; TP1 is already a full win (no partials)."""
         return self.tp1 + self.tp2 + self.tp3
 
     @property
     def win_rate(self) -> float | None:
+        """Wins per closed signal; None before any close, since 0 would read as a losing strategy."""
         return self.wins / self.closed if self.closed else None
 
     @property
     def avg_r(self) -> float | None:
+        """Mean R per closed signal; None before any close."""
         return self.sum_r / self.closed if self.closed else None
 
     def record(self, result: str, r: float) -> None:
+        """Tally one final result (a RESULTS name) and its R multiple."""
         setattr(self, result.lower(), getattr(self, result.lower()) + 1)
         self.sum_r += r
 
@@ -302,6 +312,7 @@ class OutcomeTracker:
         return ev
 
     def summary(self) -> dict[str, dict[str, Any]]:
+        """Per-strategy summaries sorted by name: the figures a replay reports."""
         return {name: st.summary() for name, st in sorted(self.stats.items())}
 
     # -- persistence ------------------------------------------------------------------------
@@ -312,6 +323,7 @@ class OutcomeTracker:
         return [p.to_dict() for p in self.open.values()], stats
 
     def restore(self, open_positions: Iterable[Mapping[str, Any]], stats: Mapping[str, Any]) -> None:
+        """Load a `snapshot()`; entries from an older state layout are skipped, not fatal."""
         for d in open_positions:
             try:
                 pos = Position.from_dict(d)

@@ -131,11 +131,13 @@ class ConsoleSink:
         self._stream = stream if stream is not None else sys.stdout
 
     async def send(self, event: SinkEvent) -> None:
+        """Sink.send: the event's text as exactly one line, flushed so piped output is live."""
         # One event, one line: a stray newline in a rationale must not split it.
         line = " ".join(event.text.splitlines())
         self._stream.write(line + "\n")
         self._stream.flush()
 
     async def close(self) -> None:
+        """Sink.close: flush only, since the stream is borrowed."""
         # The stream is borrowed (usually stdout), so it is flushed, never closed.
         self._stream.flush()

@@ -42,6 +42,7 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
+    """JSON bytes for dead letters and HTTP sinks; an odd value degrades to text instead of failing."""
     return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
@@ -62,6 +63,7 @@ class DeadLetters:
         self.count = 0
 
     def write(self, sink: str, reason: str, event: SinkEvent) -> None:
+        """Record an undeliverable event durably, so the next start can redeliver it."""
         rec: dict[str, Any] = {"sink": sink, "reason": reason, "kind": event.kind, "text": event.text}
         rec["record"] = dict(event.record)
         if event.context:
@@ -104,9 +106,11 @@ class Dispatcher:
 
     @property
     def sink_names(self) -> frozenset[str]:
+        """Sinks that have a queue, so redelivery can tell letters for a removed sink."""
         return frozenset(self._queues)
 
     def start(self) -> None:
+        """Start one worker per sink; must run inside the event loop."""
         for sink in self.sinks:
             self._workers.append(asyncio.create_task(self._work(sink), name=f"sink-{sink.name}"))
 
@@ -179,6 +183,7 @@ class Dispatcher:
         _settle(fut, False)
 
     def pending(self) -> int:
+        """Events still queued across all sinks (delivery in progress not included)."""
         return sum(q.qsize() for q in self._queues.values())
 
     async def drain(self, grace: float) -> None:

@@ -200,6 +200,7 @@ class Journal:
         return records
 
     def close(self) -> None:
+        """Close the file for good: a later append raises instead of silently reopening it."""
         self._closed = True
         fd, self._fd = self._fd, None
         if fd is not None:
@@ -220,6 +221,7 @@ class JournalSink:
         self._journal = journal
 
     async def send(self, event: SinkEvent) -> None:
+        """Sink.send: journal consensus and outcome events; signals were journaled by the pipeline already."""
         if event.kind == "signal":
             return
         record: dict[str, Any] = {"kind": event.kind}

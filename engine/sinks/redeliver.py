@@ -53,6 +53,7 @@ class RedeliveryReport:
 
     @property
     def total(self) -> int:
+        """Dead letters this call settled in any way."""
         return self.delivered + self.failed + self.kept + self.unreadable
 
 
@@ -103,6 +104,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def batch_pattern(path: Path) -> re.Pattern[str]:
+    """Matches the batch and `.done` files of `path`, capturing the batch number and suffix."""
     return re.compile(re.escape(path.stem) + r"\.redeliver-(\d+)\.(jsonl|done)\Z")
 
 

@@ -304,6 +304,7 @@ class TelegramSink:
         return f"TelegramSink(name={self.name!r}, chat_id={self.chat_id!r}, url={self.safe_url!r})"
 
     async def send(self, event: SinkEvent) -> None:
+        """Sink.send: sendMessage as HTML, retried per the delivery policy; raises once it gives up."""
         payload = {
             "chat_id": self.chat_id,
             "text": telegram_text(event),
@@ -357,6 +358,7 @@ class TelegramSink:
         return redact(text, (self._token,))
 
     async def close(self) -> None:
+        """Sink.close: close the HTTP session if one was opened."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -48,6 +48,7 @@ def verify(secret: bytes, body: bytes, header: str | None) -> bool:
 
 
 def webhook_body(event: SinkEvent) -> bytes:
+    """The exact bytes that are signed and posted, so receivers verify the signature over them."""
     return dumps({"kind": event.kind, "record": dict(event.record), "text": event.text})
 
 
@@ -84,6 +85,7 @@ class WebhookSink:
         return f"WebhookSink(name={self.name!r}, url={self.url!r})"
 
     async def send(self, event: SinkEvent) -> None:
+        """Sink.send: a signed POST retried per the delivery policy; redeliveries carry X-Redelivery."""
         body = webhook_body(event)
         headers = {
             "Content-Type": "application/json",
@@ -126,6 +128,7 @@ class WebhookSink:
         return redact(text, (self._secret_text,))
 
     async def close(self) -> None:
+        """Sink.close: close the HTTP session if one was opened."""
         if self._session is not None:
             await self._session.close()
             self._session = None

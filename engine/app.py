@@ -321,7 +321,12 @@ class Engine:
                 await self._startup()
                 if not self.stopping:
                     self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+                    watch = None
+                    if self.replay_market is None and self.config.settings.outcomes.ticker_seconds > 0:
+                        watch = asyncio.create_task(self._watch_prices(), name="price-watch")
                     await self._stop_event.wait()
+                    if watch is not None:
+                        watch.cancel()
             finally:
                 await self._shutdown()
                 redelivery.cancel()
@@ -407,6 +412,22 @@ class Engine:
             self.scheduler.stop()
             if self.config.settings.market.exit_at_end:
                 self.request_stop()
+
+    async def _watch_prices(self) -> None:
+        """Between candle closes, check open signals against the ticker (live only), so a hit
+        target or stop is reported within `outcomes.ticker_seconds` instead of at the close."""
+        while not self.stopping:
+            await self.clock.sleep(self.config.settings.outcomes.ticker_seconds)
+            for sym in sorted({p.symbol for p in self.tracker.open.values()}):
+                try:
+                    ticker = await self.gateway.ticker(sym)
+                except EngineError as exc:
+                    log.debug("no ticker for %s: %s", sym, exc)
+                    continue
+                async with self._tick_lock:
+                    at_ms = int(self.clock.now() * 1000)
+                    for ev in self.tracker.update_price(sym, ticker.last, at_ms):
+                        self.pipeline.emit_outcome(ev)
 
     async def _beat(self) -> None:
         real = RealClock()

@@ -173,6 +173,9 @@ class OutcomesSection(Section):
     expiry_hours: float | None = Field(
         None, gt=0, description="Close a signal as EXPIRED after this many hours; unset = never (spec)."
     )
+    ticker_seconds: float = Field(
+        60.0, ge=0, description="Live only: check open signals against the ticker this often; 0 = off."
+    )
 
 
 class ConsoleSinkSection(Section):

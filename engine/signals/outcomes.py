@@ -9,6 +9,7 @@ signal stopped out after TP1 closes as TP1, at TP1's R. Live and replay use this
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.market.candles import Candles, IntArray
+from engine.market.candles import Candles, FloatArray, IntArray
 from engine.signals.model import Direction, Signal, iso_utc
 from engine.timeframes import timeframe_seconds
 
@@ -239,8 +240,34 @@ class OutcomeTracker:
             step *= 2
         return end
 
+    def update_price(self, symbol: str, price: float, at_ms: int) -> list[OutcomeEvent]:
+        """Check open signals of `symbol` against a live price between candle closes.
+
+        A target or stop seen in the ticker is reported at once instead of at the candle's
+        close. The candle walk still covers the whole candle later (this does not move
+        `last_seen`), so a stop touched earlier in that candle still counts.
+        """
+        events: list[OutcomeEvent] = []
+        if not math.isfinite(price) or price <= 0:
+            return events
+        point = np.array([price], dtype=np.float64)
+        when = np.array([at_ms], dtype=np.int64)
+        for pos in [p for p in self.open.values() if p.symbol == symbol]:
+            if at_ms <= pos.opened_ms:
+                continue
+            seen = pos.last_seen_ms
+            events.extend(self._walk_arrays(pos, point, point, point, when))
+            pos.last_seen_ms = seen
+        return events
+
     def _walk(self, pos: Position, c: Candles, closes: IntArray, start: int, stop: int) -> list[OutcomeEvent]:
-        hi, lo, cl, ts = c.high[start:stop], c.low[start:stop], c.close[start:stop], closes[start:stop]
+        return self._walk_arrays(
+            pos, c.high[start:stop], c.low[start:stop], c.close[start:stop], closes[start:stop]
+        )
+
+    def _walk_arrays(
+        self, pos: Position, hi: FloatArray, lo: FloatArray, cl: FloatArray, ts: IntArray
+    ) -> list[OutcomeEvent]:
         n = len(ts)
         long = pos.direction is Direction.LONG
 

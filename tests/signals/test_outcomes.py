@@ -122,3 +122,16 @@ def test_one_batch_equals_candle_by_candle(
     b = [e for i in range(len(c)) for e in stepwise.update("ETH/BTC", "5m", c.slice(0, i + 1))]
     assert a == b
     assert batch.summary() == stepwise.summary()
+
+
+def test_ticker_between_closes_reports_targets_early_and_the_candle_still_counts_its_stop() -> None:
+    tr = OutcomeTracker()
+    tr.track(signal())
+    (ev,) = tr.update_price("ETH/BTC", 111.0, T0 + 60_000)  # a minute into the next candle
+    assert (ev.event, ev.final, ev.at_ms) == ("TP1", False, T0 + 60_000)
+    assert tr.update_price("ETH/BTC", 111.5, T0 + 120_000) == []  # TP1 is not reported twice
+    assert tr.update_price("LTC/BTC", 200.0, T0 + 120_000) == []
+    # the candle closes: it also dipped to the stop, which the ticker did not see
+    (close,) = tr.update("ETH/BTC", "5m", candles([(111.5, 94.0)]))
+    assert (close.event, close.result) == ("SL", "TP1")
+    assert tr.update_price("ETH/BTC", float("nan"), T0 + 400_000) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -207,6 +208,7 @@ TRADE = st.fixed_dictionaries(
 LEVEL = st.lists(CELL, min_size=0, max_size=3)
 
 
+@pytest.mark.filterwarnings("error")  # a numpy cast warning is a silently wrong value
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(ANY, st.lists(st.one_of(TRADE, ANY), max_size=20)))
 def test_trades_parse_to_clean_arrays_or_a_bad_response(raw: Any) -> None:

@@ -19,6 +19,9 @@ from engine.errors import BadResponse
 from engine.market.candles import FloatArray
 from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
 
+# timestamps beyond year 2262 do not fit int64 nanoseconds elsewhere; no exchange sends them
+_MAX_MS = 2**53
+
 
 def to_ticker(raw: object, where: str) -> Ticker:
     """`last` must be a positive finite price; bid and ask are optional (futures have none)."""
@@ -49,7 +52,10 @@ def to_trades(raw: object, where: str) -> tuple[Trades, int]:
         row = item if isinstance(item, Mapping) else {}
         t, p, a = _number(row.get("timestamp")), _number(row.get("price")), _number(row.get("amount"))
         side = row.get("side")
-        if t is None or p is None or a is None or p <= 0 or a < 0 or side not in ("buy", "sell"):
+        if t is None or not 0 <= t < _MAX_MS or p is None or a is None or p <= 0 or a < 0:
+            dropped += 1
+            continue
+        if side not in ("buy", "sell"):
             dropped += 1
             continue
         ts.append(t)

@@ -163,9 +163,7 @@ class FundingStrategy(Strategy[FundingParams]):
         p = self.params
         price = window.ticker.last
         ema = float(talib.EMA(c.close, timeperiod=p.ema_period)[-1])
-        trades = window.trades
-        n = max(0, len(trades) - p.trades)
-        trades = Trades(trades.ts[n:], trades.price[n:], trades.amount[n:], trades.buyer_taker[n:])
+        trades = window.trades.last(p.trades)
         funding_pct = window.funding.rate * 100.0
         taker = taker_ratio(trades)
         s = score(p, funding_pct=funding_pct, price=price, ema=ema, taker=taker)

@@ -203,9 +203,7 @@ class LiquidationStrategy(Strategy[LiquidationParams]):
         if len(c) < self.lookback:
             return []
         p = self.params
-        trades = window.trades
-        n = max(0, len(trades) - p.trades)
-        trades = Trades(trades.ts[n:], trades.price[n:], trades.amount[n:], trades.buyer_taker[n:])
+        trades = window.trades.last(p.trades)
         upper, _, lower = talib.BBANDS(c.close, timeperiod=p.bb_period, nbdevup=p.bb_dev, nbdevdn=p.bb_dev)
         price = window.ticker.last
         tape = read_tape(p, trades, window.order_book)

@@ -38,6 +38,11 @@ class Trades:
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
+    def last(self, n: int) -> Trades:
+        """The `n` most recent trades (all of them if there are fewer); views, not copies."""
+        k = max(0, len(self) - n)
+        return Trades(self.ts[k:], self.price[k:], self.amount[k:], self.buyer_taker[k:])
+
     @property
     def value(self) -> FloatArray:
         """Quote value of each trade (price · amount)."""

@@ -20,7 +20,6 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from engine.clock import Clock
@@ -28,6 +27,7 @@ from engine.metrics import Metrics
 from engine.sinks.base import SinkEvent
 from engine.sinks.console import _price_format
 from engine.sinks.dispatch import dumps
+from engine.sinks.http import HttpPoster
 from engine.sinks.retry import (
     MASK,
     Deliverer,
@@ -293,12 +293,10 @@ class TelegramSink:
         base = api_url.rstrip("/")
         self._url = f"{base}/bot{token}/sendMessage"
         self.safe_url = f"{base}/bot{MASK}/sendMessage"
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._timeout_s = timeout_s
+        self._http = HttpPoster(timeout_s, self.safe_url, self._redact)
         self._deliverer = Deliverer(
             name, policy or DeliveryPolicy(), clock, metrics=metrics, rand=rand, logger=log
         )
-        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"TelegramSink(name={self.name!r}, chat_id={self.chat_id!r}, url={self.safe_url!r})"
@@ -315,22 +313,8 @@ class TelegramSink:
         await self._deliverer.run(lambda: self._post(body))
 
     async def _post(self, body: bytes) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.post(
-                self._url, data=body, headers={"Content-Type": "application/json"}
-            ) as resp:
-                status = resp.status
-                raw = await resp.read()
-        except TimeoutError:
-            raise TransientDeliveryError(
-                f"no answer from {self.safe_url} within {self._timeout_s:g}s", reason="timeout"
-            ) from None
-        except aiohttp.ClientError as exc:
-            detail = self._redact(f"{type(exc).__name__}: {exc}")
-            raise TransientDeliveryError(f"network error: {detail}", reason="network") from None
-        self._check(status, raw)
+        answer = await self._http.post(self._url, body, {"Content-Type": "application/json"})
+        self._check(answer.status, answer.body)
 
     def _check(self, status: int, raw: bytes) -> None:
         try:
@@ -359,6 +343,4 @@ class TelegramSink:
 
     async def close(self) -> None:
         """Sink.close: close the HTTP session if one was opened."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()

@@ -16,12 +16,11 @@ import logging
 import random
 from collections.abc import Callable
 
-import aiohttp
-
 from engine.clock import Clock
 from engine.metrics import Metrics
 from engine.sinks.base import SinkEvent
 from engine.sinks.dispatch import dumps
+from engine.sinks.http import HttpPoster
 from engine.sinks.retry import (
     Deliverer,
     DeliveryPolicy,
@@ -74,12 +73,10 @@ class WebhookSink:
             raise ValueError("webhook secret is empty")
         self._secret_text = self._secret.decode("utf-8", "replace")
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._timeout_s = timeout_s
+        self._http = HttpPoster(timeout_s, url, self._redact)
         self._deliverer = Deliverer(
             name, policy or DeliveryPolicy(), clock, metrics=metrics, rand=rand, logger=log
         )
-        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, url={self.url!r})"
@@ -97,20 +94,10 @@ class WebhookSink:
         await self._deliverer.run(lambda: self._post(body, headers))
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.post(self.url, data=body, headers=headers) as resp:
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-                text = (await resp.read())[:200].decode("utf-8", "replace").strip()
-        except TimeoutError:
-            raise TransientDeliveryError(
-                f"no answer from {self.url} within {self._timeout_s:g}s", reason="timeout"
-            ) from None
-        except aiohttp.ClientError as exc:
-            detail = self._redact(f"{type(exc).__name__}: {exc}")
-            raise TransientDeliveryError(f"network error: {detail}", reason="network") from None
+        answer = await self._http.post(self.url, body, headers)
+        status = answer.status
+        retry_after = answer.headers.get("Retry-After")
+        text = answer.body[:200].decode("utf-8", "replace").strip()
         if 200 <= status < 300:
             return
         message = self._redact(f"{self.url} answered HTTP {status}: {text or 'no body'}")
@@ -129,6 +116,4 @@ class WebhookSink:
 
     async def close(self) -> None:
         """Sink.close: close the HTTP session if one was opened."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.replay import ReplayResult
+from engine.signals.model import iso_utc
 from engine.signals.outcomes import OutcomeEvent
 
 KEYS = ("signals", "tp1", "tp2", "tp3", "sl", "expired", "win_rate", "avg_r")
@@ -68,7 +69,7 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
             if ev is None
             else {
                 "result": ev.result,
-                "at": ev.to_record()["at"],
+                "at": iso_utc(ev.at_ms),
                 "price": ev.price,
                 "r_multiple": ev.r_multiple,
             }

@@ -8,6 +8,9 @@ proposing unusable levels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
 
 from engine.market.candles import Candles
 from engine.metrics import Metrics
@@ -33,11 +36,20 @@ class SignalBuilder:
     def __init__(self, cooldowns: Cooldowns, metrics: Metrics) -> None:
         self.cooldowns = cooldowns
         self.metrics = metrics
+        self._children: dict[tuple[int, str, str], Any] = {}
+
+    def _count(self, counter: Counter, a: str, b: str) -> None:
+        # labels() costs microseconds per call; a replay counts millions of candidates
+        key = (id(counter), a, b)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(a, b)
+        child.inc()
 
     def build(self, origin: Origin, candles: Candles, cand: Candidate) -> Signal | None:
         """The Signal for `cand`, or None (counted by reason) for invalid levels or an active cooldown."""
         if not cand.levels.valid:
-            self.metrics.signals_rejected.labels(origin.strategy, "invalid_levels").inc()
+            self._count(self.metrics.signals_rejected, origin.strategy, "invalid_levels")
             return None
         bar_close_ms = int(candles.ts[cand.bar]) + timeframe_seconds(origin.timeframe) * 1000
         at = bar_close_ms / 1000.0
@@ -45,7 +57,7 @@ class SignalBuilder:
             origin.strategy, origin.symbol, origin.timeframe, cand.direction.value, cand.sub_key
         )
         if self.cooldowns.blocked(key, at):
-            self.metrics.signals_rejected.labels(origin.strategy, "cooldown").inc()
+            self._count(self.metrics.signals_rejected, origin.strategy, "cooldown")
             return None
         self.cooldowns.start(key, at, origin.cooldown)
         lv = cand.levels
@@ -53,7 +65,7 @@ class SignalBuilder:
         meta["rr1"] = round(lv.rr1, 4)
         if lv.rr2 is not None:
             meta["rr2"] = round(lv.rr2, 4)
-        self.metrics.signals.labels(origin.strategy, cand.direction.value).inc()
+        self._count(self.metrics.signals, origin.strategy, cand.direction.value)
         return Signal(
             id=signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, cand.direction),
             strategy=origin.strategy,

@@ -203,10 +203,9 @@ def progress_bar(done: int, total: int, what: str) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`engine replay`: vectorised backtest over CSV history, as a table and optionally JSON and HTML."""
-    import orjson
 
     from engine.replay import run_replay
-    from engine.report import render_html, summary, table
+    from engine.report import render_html, signal_records, summary, table, write_json
 
     config, instances, problems = load_all(args.config, Registry.discover())
     if config is None:
@@ -226,7 +225,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for name, why in sorted(result.skipped.items()):
         print(f"skipped {name}: {why}", file=sys.stderr)
     if args.json is not None:
-        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        write_json(args.json, doc, signal_records(result))
     if args.report is not None:
         args.report.write_text(render_html(result, doc, args.symbol))
     return EXIT_OK

@@ -213,5 +213,8 @@ def _advance(
         )
         begin = cursor.get(key, 0)
         if stop > begin:
-            result.outcomes.extend(tracker.update(key[0], key[1], candles.slice(0, stop)))
+            # only closing events are reported; intermediate steps would just hold memory
+            result.outcomes.extend(
+                e for e in tracker.update(key[0], key[1], candles.slice(0, stop)) if e.final
+            )
             cursor[key] = stop

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from engine.replay import ReplayResult
 from engine.signals.model import iso_utc
@@ -49,9 +53,8 @@ def expectancy(result: ReplayResult) -> dict[str, float | None]:
 
 
 def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
-    """The `--json` document (issue 6 schema)."""
+    """The `--json` document (issue 6 schema) without its `signals` list (see `signal_records`)."""
     exp = expectancy(result)
-    finals = final_outcomes(result)
 
     def row(name: str) -> dict[str, Any]:
         st = result.stats.get(name, {})
@@ -60,7 +63,17 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
         out["skipped"] = result.skipped.get(name)
         return out
 
-    signals = []
+    return {
+        "strategies": {n: row(n) for n in names},
+        "consensus": row("consensus"),
+        "evaluations": result.evaluations,
+    }
+
+
+def signal_records(result: ReplayResult) -> Iterator[dict[str, Any]]:
+    """Every signal as its journal record plus its final outcome, one at a time: a year of
+    signals is written without holding a second copy of all of them as dicts."""
+    finals = final_outcomes(result)
     for s in result.signals:
         rec = s.to_record()
         ev = finals.get(s.id)
@@ -74,13 +87,20 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
                 "r_multiple": ev.r_multiple,
             }
         )
-        signals.append(rec)
-    return {
-        "strategies": {n: row(n) for n in names},
-        "consensus": row("consensus"),
-        "signals": signals,
-        "evaluations": result.evaluations,
-    }
+        yield rec
+
+
+def write_json(path: Path, doc: dict[str, Any], records: Iterable[dict[str, Any]]) -> None:
+    """`doc` with a `signals` list streamed from `records`, as one JSON document."""
+    opts = orjson.OPT_SERIALIZE_NUMPY
+    with path.open("wb") as fh:
+        head = orjson.dumps(doc, option=opts)
+        fh.write(head[:-1] + b',"signals":[')
+        for n, rec in enumerate(records):
+            if n:
+                fh.write(b",\n")
+            fh.write(orjson.dumps(rec, option=opts))
+        fh.write(b"]}\n")
 
 
 def table(doc: dict[str, Any]) -> str:

@@ -13,12 +13,12 @@ import logging
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from engine.clock import Clock, PacedClock, RealClock, VirtualClock
-from engine.config import LoadedConfig, load_config, resolve_path
+from engine.config import LoadedConfig, resolve_path
 from engine.errors import EngineError
 from engine.market.exchange import ExchangeMarket
 from engine.market.gateway import MarketGateway
@@ -26,10 +26,10 @@ from engine.market.replay import ReplayMarket
 from engine.market.source import MarketData
 from engine.metrics import Metrics
 from engine.pipeline import Pipeline
-from engine.plugins.instance import PluginInstance, build_instances
+from engine.plugins.instance import PluginInstance
 from engine.plugins.registry import Registry
 from engine.plugins.runner import SafeRunner
-from engine.reload import plan_reload
+from engine.reload import apply_reload
 from engine.replay_plan import DeferredClock, ReplayPlan, plan_replay, unreplayable_reason
 from engine.scheduler import Scheduler
 from engine.secret_files import admin_token, check_state_permissions
@@ -38,7 +38,7 @@ from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.outcomes import OutcomeTracker
-from engine.sinks.build import build_sinks, check_sinks
+from engine.sinks.build import build_sinks
 from engine.sinks.dispatch import DeadLetters, Dispatcher
 from engine.sinks.journal import Journal
 from engine.sinks.redeliver import redeliver
@@ -229,64 +229,12 @@ class Engine:
         """Re-read the config directory and apply the difference; keep running the old config
         (and say why) when the new one is invalid."""
         async with self._tick_lock:
-            result = self._reload()
+            result = apply_reload(self)
         self.last_reload = result
         self.metrics.reloads.labels("success" if result["ok"] else "failure").inc()
         return result
 
-    def _reload(self) -> dict[str, Any]:
-        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        new, problems = load_config(self.config.directory)
-        instances: list[PluginInstance] = []
-        if new is not None:
-            instances, inst_problems = build_instances(new, self.registry)
-            problems = problems + inst_problems + check_sinks(new.settings)
-        if new is None or problems:
-            for p in problems:
-                log.error("reload rejected, old config kept: %s", p)
-            return {"ok": False, "at": at, "errors": [str(p) for p in problems]}
-        plan = plan_reload(self.config, new, instances)
-        if plan.needs_restart:
-            log.warning("reload: %s only change after a restart", ", ".join(plan.needs_restart))
-        fresh = [plan.instances[n] for n in (*plan.added, *plan.changed)]
-        for name in (*plan.removed, *plan.changed):
-            self.skipped.pop(name, None)
-        if self.replay_market is not None:
-            keep = []
-            for inst in fresh:
-                reason = unreplayable_reason(self.replay_market, inst)
-                if reason:
-                    self.skipped[inst.name] = reason
-                    log.warning("%s: skipped in replay: %s", inst.name, reason)
-                else:
-                    keep.append(inst)
-            fresh = keep
-        self._prepare(fresh)
-        kept = [i for i in self.instances if i.name in plan.unchanged]
-        self.instances = sorted(kept + fresh, key=lambda i: i.name)
-        self.scheduler.set_instances(self.instances)
-        st = new.settings
-        self.runner.quarantine_after = st.engine.quarantine_after
-        for name in (*plan.removed, *plan.changed):
-            # a rebuilt or removed instance starts with a clean record
-            self.metrics.plugin_quarantined.labels(name).set(0)
-        exp = st.outcomes.expiry_hours
-        self.tracker.expiry_seconds = None if exp is None else exp * 3600
-        if self.consensus is not None:
-            self.consensus.settings = consensus_settings(new)
-            self.consensus.weights = dict(st.consensus.weights)
-            self.consensus.plugin_of = {i.name: i.plugin for i in self.instances}
-        self.config = new
-        summary = plan.summary()
-        log.info(
-            "reload applied: added %s, removed %s, changed %s",
-            summary["added"] or "none",
-            summary["removed"] or "none",
-            summary["changed"] or "none",
-        )
-        return {"ok": True, "at": at, **summary}
-
-    def _prepare(self, instances: list[PluginInstance]) -> None:
+    def prepare(self, instances: list[PluginInstance]) -> None:
         """Drop symbols the exchange does not list and subscribe the gateway to the rest."""
         known = self.gateway.markets
         for inst in instances:
@@ -370,7 +318,7 @@ class Engine:
                 backoff = min(backoff * 2, 60.0)
         if self.stopping:
             return
-        self._prepare(self.instances)
+        self.prepare(self.instances)
         self.markets_loaded = True
         log.info(
             "engine started: %d strategy instances, %d markets watched",

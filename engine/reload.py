@@ -9,11 +9,21 @@ restart while everything else is applied.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from engine.config import LoadedConfig
-from engine.plugins.instance import PluginInstance
+from engine.config import LoadedConfig, load_config
+from engine.plugins.instance import PluginInstance, build_instances
+from engine.replay_plan import unreplayable_reason
+from engine.sinks.build import check_sinks
+from engine.stats import consensus_settings
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = logging.getLogger("engine")
 
 RESTART_ONLY = (
     ("engine", "state_dir"),
@@ -94,3 +104,58 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig, new_instances: list[Plugin
         if getattr(getattr(old.settings, section), key) != getattr(getattr(new.settings, section), key)
     )
     return ReloadPlan(added, removed, changed, unchanged, restart, by_name)
+
+
+def apply_reload(engine: Engine) -> dict[str, Any]:
+    """Re-read the engine's config directory and apply the difference in place (the caller
+    holds the tick lock); an invalid directory changes nothing and says why."""
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    new, problems = load_config(engine.config.directory)
+    instances: list[PluginInstance] = []
+    if new is not None:
+        instances, inst_problems = build_instances(new, engine.registry)
+        problems = problems + inst_problems + check_sinks(new.settings)
+    if new is None or problems:
+        for p in problems:
+            log.error("reload rejected, old config kept: %s", p)
+        return {"ok": False, "at": at, "errors": [str(p) for p in problems]}
+    plan = plan_reload(engine.config, new, instances)
+    if plan.needs_restart:
+        log.warning("reload: %s only change after a restart", ", ".join(plan.needs_restart))
+    fresh = [plan.instances[n] for n in (*plan.added, *plan.changed)]
+    for name in (*plan.removed, *plan.changed):
+        engine.skipped.pop(name, None)
+    if engine.replay_market is not None:
+        keep = []
+        for inst in fresh:
+            reason = unreplayable_reason(engine.replay_market, inst)
+            if reason:
+                engine.skipped[inst.name] = reason
+                log.warning("%s: skipped in replay: %s", inst.name, reason)
+            else:
+                keep.append(inst)
+        fresh = keep
+    engine.prepare(fresh)
+    kept = [i for i in engine.instances if i.name in plan.unchanged]
+    engine.instances = sorted(kept + fresh, key=lambda i: i.name)
+    engine.scheduler.set_instances(engine.instances)
+    st = new.settings
+    engine.runner.quarantine_after = st.engine.quarantine_after
+    for name in (*plan.removed, *plan.changed):
+        # a rebuilt or removed instance starts with a clean record
+        engine.metrics.plugin_quarantined.labels(name).set(0)
+    exp = st.outcomes.expiry_hours
+    engine.tracker.expiry_seconds = None if exp is None else exp * 3600
+    if engine.consensus is not None:
+        engine.consensus.settings = consensus_settings(new)
+        engine.consensus.weights = dict(st.consensus.weights)
+        engine.consensus.plugin_of = {i.name: i.plugin for i in engine.instances}
+    engine.config = new
+    summary = plan.summary()
+    log.info(
+        "reload applied: added %s, removed %s, changed %s",
+        summary["added"] or "none",
+        summary["removed"] or "none",
+        summary["changed"] or "none",
+    )
+    return {"ok": True, "at": at, **summary}

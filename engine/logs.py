@@ -41,7 +41,7 @@ from urllib.parse import quote
 import orjson
 
 if TYPE_CHECKING:
-    from engine.config import LoggingSection
+    from engine.config_sections import LoggingSection
 
 MASK = "***"
 MIN_SECRET_LENGTH = 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import DEFAULT_WEIGHTS
+from engine.config_sections import DEFAULT_WEIGHTS
 from engine.signals.consensus import ConsensusAggregator, ConsensusSettings, strength_label
 from engine.signals.model import Direction, Signal
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from engine.state import StateStore
-from tests.test_e2e import ROOT
+from tests.support.running import ROOT
 
 ROUNDS = 6
 

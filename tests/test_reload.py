@@ -13,7 +13,7 @@ from engine.config import load_config
 from engine.plugins.instance import build_instances
 from engine.plugins.registry import Registry
 from engine.reload import plan_reload
-from tests.test_e2e import ROOT, free_port, get, journal, wait_for
+from tests.support.running import ROOT, free_port, get, journal, wait_for
 
 SYMS = '["ETH/BTC", "LTC/BTC"]'
 

@@ -15,9 +15,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,9 +36,7 @@ from engine.secret_files import (
 )
 from engine.sinks.build import check_sinks
 from engine.sinks.build import read_secret as build_read_secret
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data" / "sample"
+from tests.support.running import DATA, ROOT, free_port, http, jsonl, wait_for
 
 TOKEN = "7351829046:AAF3kQx9Zr2mVb8LpT4sWn6Hc1Jy5Ed0GuI"
 WEBHOOK_SECRET = "whsec-dummy-9f8e7d6c5b4a3210"
@@ -232,41 +227,8 @@ def echo_telegram() -> Iterator[tuple[str, list[str]]]:
     srv.server_close()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = pred()
-        except (OSError, ValueError):
-            got = None
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def dead_letters(state: Path) -> list[dict[str, Any]]:
-    p = state / "dead-letter.jsonl"
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return jsonl(state / "dead-letter.jsonl")
 
 
 def enough_dead_letters(state: Path, per_sink: int) -> bool:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from engine.clock import Clock
+from tests.support.loopback import LoopbackServer
 
 TOKEN = "123456789:AAFakeTokenForTests_x-yZ0123456789abcd"
 CHAT_ID = "-1001234567890"
@@ -82,8 +82,9 @@ class InstantClock:
         await self.sleep(when - self._now)
 
 
-class TelegramServer:
+class TelegramServer(LoopbackServer):
     def __init__(self, clock: Clock, *, token: str = TOKEN, chats: tuple[str, ...] = (CHAT_ID,)) -> None:
+        super().__init__()
         self.clock = clock
         self.token = token
         self.chats = set(chats)
@@ -95,34 +96,11 @@ class TelegramServer:
         self.delay_s = 0.0
         self.messages: list[dict[str, Any]] = []
         self.log: list[tuple[float, int]] = []
-        self._runner: web.AppRunner | None = None
         self._next_id = 1
-        self.url = ""
 
-    async def __aenter__(self) -> TelegramServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The Bot API method the sink uses."""
         app.router.add_post("/bot{token}/sendMessage", self._send_message)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self.url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     @property
     def texts(self) -> list[str]:

@@ -18,18 +18,21 @@ import asyncio
 import hashlib
 import hmac
 import json
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from engine.clock import Clock
+from tests.support.loopback import LoopbackServer
 
 SECRET = "s3cr3t-webhook-key-for-tests"
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
+    path = "/hook"
+
     def __init__(self, clock: Clock, *, secret: str = SECRET) -> None:
+        super().__init__()
         self.clock = clock
         self.secret = secret.encode()
         self.fail_next_n = 0
@@ -41,33 +44,10 @@ class WebhookReceiver:
         self.headers: list[dict[str, str]] = []
         self.log: list[tuple[float, int]] = []
         self.bad_signatures = 0
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def __aenter__(self) -> WebhookReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """POST /hook, the signed webhook endpoint."""
         app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/hook"
-        return self.url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def _status(self, status: int, text: str = "", headers: dict[str, str] | None = None) -> web.Response:
         self.log.append((self.clock.now(), status))

@@ -166,19 +166,13 @@ def _evaluate(
             missing.setdefault(inst.name, []).append(f"{sym}: {exc}")
             continue
         candles = frames[inst.timeframe]
-        tf_ms = timeframe_seconds(inst.timeframe) * 1000
         result.evaluations += len(candles)
         origin = Origin(inst.name, sym, inst.timeframe, exchange, inst.cooldown)
-        cands = sorted(
-            runner.run_all(inst, Window(sym, inst.timeframe, candles, frames)),
-            key=lambda c: (c.bar, c.direction.value),
-        )
-        for cand in cands:
-            close_ms = int(candles.ts[cand.bar]) + tf_ms
-            if (start_ms is None or close_ms >= start_ms) and (end_ms is None or close_ms <= end_ms):
-                sig = builder.build(origin, candles, cand)
-                if sig is not None:
-                    emitted.append(sig)
+        batch = runner.run_all(inst, Window(sym, inst.timeframe, candles, frames))
+        try:
+            emitted.extend(builder.build_batch(origin, candles, batch, start_ms=start_ms, end_ms=end_ms))
+        except Exception as exc:  # the plugin's describe() runs here; isolate it like evaluate
+            log.error("%s on %s: describing its signals failed: %r", inst.name, sym, exc)
     if progress is not None:
         progress(len(jobs), len(jobs), "done")
     for name, reasons in missing.items():

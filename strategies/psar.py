@@ -14,10 +14,11 @@ import numpy as np
 import talib
 from pydantic import Field
 
-from engine.market.candles import FloatArray
+from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
-from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr, bars_from
+from engine.signals.batch import BoolArray, CandidateBatch, Detail
+from engine.signals.model import Candidate
+from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 
 # Bars the original fetched per scan; the engine adds `warmup` on top (see `lookback`).
 DATA_BARS = 100
@@ -72,38 +73,33 @@ class PsarStrategy(Strategy[PsarParams]):
         up = flipped & strong & (trend == 1) & (c.close > c.open)
         down = flipped & strong & (trend == -1) & (c.close < c.open)
 
-        out: list[Candidate] = []
-        for i in bars_from(up | down, self.lookback - 1):
-            direction = Direction.LONG if up[i] else Direction.SHORT
-            out.append(self._candidate(i, direction, window, sar, adx, atr_))
-        return out
+        i = np.flatnonzero(up | down)
+        i = i[i >= self.lookback - 1]
+        return self._candidates(i, up[i], c.close[i], sar[i], adx[i], atr_[i])
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        i: int,
-        direction: Direction,
-        window: Window,
+        i: IntArray,
+        up: BoolArray,
+        entry: FloatArray,
         sar: FloatArray,
         adx: FloatArray,
         atr_: FloatArray,
-    ) -> Candidate:
+    ) -> CandidateBatch:
         """ATR method with the SAR as the stop: TP1/TP2/TP3 at 2.0/3.5/4.5 ATR (RISK + global)."""
-        c = window.candles
-        entry = float(c.close[i])
-        s, a, x = float(sar[i]), float(atr_[i]), float(adx[i])
-        levels = self.levels.atr(direction, entry=entry, atr=a, custom_sl=s)
-        side = "below" if direction is Direction.LONG else "above"
-        candle = "green bar (close > open)" if direction is Direction.LONG else "red bar (close < open)"
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            rationale=(
-                f"SAR flipped {side} price",
-                f"ADX {x:.1f} ≥ {self.params.adx_threshold:g}",
-                f"flip on a {candle}",
-            ),
-            metadata={"adx": x, "sar": s, "atr": a},
-        )
+        sign = np.where(up, 1, -1).astype(np.int8)
+        levels = self.arrays.atr(sign, entry, atr_, custom_sl=sar)
+        threshold = f"{self.params.adx_threshold:g}"
+
+        def describe(row: int) -> Detail:
+            long = bool(up[row])
+            x, s, a = float(adx[row]), float(sar[row]), float(atr_[row])
+            return (
+                f"SAR flipped {'below' if long else 'above'} price",
+                f"ADX {x:.1f} ≥ {threshold}",
+                f"flip on a {'green bar (close > open)' if long else 'red bar (close < open)'}",
+            ), {"adx": x, "sar": s, "atr": a}
+
+        return self.batch(i, sign, entry, levels, describe=describe)

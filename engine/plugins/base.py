@@ -1,10 +1,12 @@
 """The contract between the engine and a strategy plugin.
 
 A strategy is a pure function of market data: it gets a window of *closed* candles and
-returns candidates for every bar of that window. The live path keeps the candidates at the
-last bar; replay calls it once over a whole history. That only works if the answer at bar t
-depends on nothing after t and nothing older than `lookback` bars before t — the parity test
-in tests/strategies checks exactly that for every built-in strategy.
+returns candidates for every bar of that window — a plain list of Candidates, or (much
+faster over long histories) one CandidateBatch of columns built with `self.batch`. The live
+path keeps the candidates at the last bar; replay calls it once over a whole history. That
+only works if the answer at bar t depends on nothing after t and nothing older than
+`lookback` bars before t — the parity test in tests/strategies checks exactly that for every
+built-in strategy.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from engine.market.candles import Candles
 from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
-from engine.signals.levels import RiskSettings, TpSlCalculator
+from engine.signals.batch import CandidateBatch, Describe
+from engine.signals.levels import ArrayLevels, LevelArrays, RiskSettings, TpSlCalculator
 from engine.signals.model import Candidate
+
+
+def _nothing(_row: int) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return (), {}
 
 
 class StrategyParams(BaseModel):
@@ -93,13 +101,44 @@ class Strategy(ABC, Generic[P]):
         self.risk = risk
         self.timeframe = timeframe
         self.levels = TpSlCalculator(risk)
+        self.arrays = ArrayLevels(risk)
         self.on_load()
 
     # -- the contract ---------------------------------------------------------------------
 
     @abstractmethod
     def evaluate(self, window: Window) -> Sequence[Candidate]:
-        """Candidates for every bar of `window.candles` (each tagged with its bar index)."""
+        """Candidates for every bar of `window.candles` (each tagged with its bar index):
+        a list of Candidates or a CandidateBatch (see `batch`)."""
+
+    def batch(
+        self,
+        bar: npt.ArrayLike,
+        sign: npt.ArrayLike,
+        entry: npt.ArrayLike,
+        levels: LevelArrays,
+        *,
+        describe: Describe | None = None,
+        gate: bool | npt.ArrayLike = True,
+        confidence: npt.ArrayLike | None = None,
+        sub_keys: Sequence[str] | None = None,
+    ) -> CandidateBatch:
+        """Candidates as columns: `sign` +1 LONG / -1 SHORT, `levels` from `self.arrays`.
+
+        `describe(i)` returns row i's (rationale, metadata); the engine calls it only for
+        candidates it emits, which is what makes a year-long replay cheap.
+        """
+        return CandidateBatch.build(
+            self.risk,
+            bar,
+            sign,
+            entry,
+            levels,
+            describe=describe or _nothing,
+            gate=gate,
+            confidence=confidence,
+            sub_keys=sub_keys,
+        )
 
     @property
     def lookback(self) -> int:

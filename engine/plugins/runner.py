@@ -16,6 +16,7 @@ from engine.errors import StrategyError
 from engine.metrics import Metrics
 from engine.plugins.base import Window
 from engine.plugins.instance import PluginInstance
+from engine.signals.batch import CandidateBatch, as_batch
 from engine.signals.model import Candidate
 
 log = logging.getLogger("engine.plugins")
@@ -31,20 +32,27 @@ class SafeRunner:
     def run(self, inst: PluginInstance, window: Window) -> Sequence[Candidate]:
         """Candidates at the window's last bar, or () when the plugin failed or is quarantined."""
         last = len(window.candles) - 1
-        return [c for c in self.run_all(inst, window) if c.bar == last]
-
-    def run_all(self, inst: PluginInstance, window: Window) -> Sequence[Candidate]:
-        """Candidates at every bar (replay's single call over a whole history), isolated the same way."""
-        if inst.quarantined:
-            return ()
-        started = time.perf_counter()
+        batch = self.run_all(inst, window)
         try:
-            result = list(inst.strategy.evaluate(window))
-        except Exception as exc:
+            return batch.at_bar(last)
+        except Exception as exc:  # a plugin's describe() runs here, and may fail like evaluate
             err = StrategyError(inst.name, window.symbol, exc)
             err.__cause__ = exc
             self._failed(inst, err)
             return ()
+
+    def run_all(self, inst: PluginInstance, window: Window) -> CandidateBatch:
+        """Candidates at every bar (replay's single call over a whole history), isolated the same way."""
+        if inst.quarantined:
+            return CandidateBatch.empty()
+        started = time.perf_counter()
+        try:
+            result = as_batch(inst.strategy.evaluate(window), inst.strategy.risk)
+        except Exception as exc:
+            err = StrategyError(inst.name, window.symbol, exc)
+            err.__cause__ = exc
+            self._failed(inst, err)
+            return CandidateBatch.empty()
         finally:
             self.metrics.plugin_duration.labels(inst.name).observe(time.perf_counter() - started)
         self.metrics.plugin_runs.labels(inst.name).inc()

@@ -9,8 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from engine.signals.model import Direction, Levels
+
+FloatArray = npt.NDArray[np.float64]
 
 RR_TOLERANCE = 1e-9
 
@@ -218,3 +224,135 @@ class TpSlCalculator:
     ) -> Levels:
         """Levels computed entirely by the strategy's own formula, still held to the central rules."""
         return self._validate(direction, entry, stop_loss, take_profits, gate=gate)
+
+
+# -- columns ------------------------------------------------------------------------------
+# The same formulas over arrays, for strategies that answer with a CandidateBatch. Each one
+# repeats its scalar twin's operations in the same order, so both give bit-identical floats
+# (tests/signals/test_levels_arrays.py holds them to that).
+
+
+class LevelArrays(NamedTuple):
+    """Stops (rows,) and take-profits (rows, k) of many candidates; NaN marks what is missing."""
+
+    stop_loss: FloatArray
+    take_profits: FloatArray
+
+
+def validate_arrays(
+    sign: npt.NDArray[np.int8],
+    entry: FloatArray,
+    stop_loss: FloatArray,
+    take_profits: FloatArray,
+    gate: npt.NDArray[np.bool_],
+    settings: RiskSettings,
+) -> npt.NDArray[np.bool_]:
+    """`validate_levels(...).valid` of every row at once; trailing NaN targets are absent ones."""
+    n, k = take_profits.shape if take_profits.ndim == 2 else (entry.shape[0], 0)
+    s = sign.astype(np.float64)
+    present = ~np.isnan(take_profits)
+    # a target counts when it or any later one is not NaN (only trailing NaNs are padding)
+    counted = np.flip(np.logical_or.accumulate(np.flip(present, axis=1), axis=1), axis=1)
+    total = np.zeros(n)
+    for j in range(k):
+        total = total + np.where(counted[:, j], take_profits[:, j], 0.0)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        ok = np.isfinite(entry + stop_loss + total) & (entry > 0)
+        ok &= counted[:, 0] if k else np.zeros(n, dtype=bool)
+        if not k:
+            return ok
+        ok &= s * (entry - stop_loss) > 0
+        ok &= s * (take_profits[:, 0] - entry) > 0
+        for j in range(1, k):
+            ok &= ~counted[:, j] | (s * (take_profits[:, j] - take_profits[:, j - 1]) > 0)
+        risk = np.abs(entry - stop_loss)
+        rr1 = np.where(risk > 0, np.abs(take_profits[:, 0] - entry) / np.where(risk > 0, risk, 1.0), 0.0)
+        sl_pct = risk / entry * 100.0
+        gated = (
+            (sl_pct > settings.max_sl_percent + RR_TOLERANCE)
+            | (sl_pct < settings.min_sl_percent - RR_TOLERANCE)
+            | (rr1 < settings.min_rr - RR_TOLERANCE)
+        )
+    out: npt.NDArray[np.bool_] = ok & ~(gate & gated)
+    return out
+
+
+def _column(values: Sequence[FloatArray], n: int) -> FloatArray:
+    return np.stack(values, axis=1) if values else np.empty((n, 0))
+
+
+class ArrayLevels:
+    """The calculator's methods over arrays of candidates (`sign` is +1 LONG / -1 SHORT)."""
+
+    def __init__(self, settings: RiskSettings) -> None:
+        self.settings = settings
+
+    def _mults(self) -> list[float]:
+        st = self.settings
+        return [st.tp1_mult, st.tp2_mult] + ([st.tp3_mult] if st.tp3_mult is not None else [])
+
+    def atr(
+        self,
+        sign: npt.NDArray[np.int8],
+        entry: FloatArray,
+        atr: FloatArray,
+        *,
+        custom_sl: FloatArray | None = None,
+    ) -> LevelArrays:
+        """ATR method; a missing or non-positive ATR falls back to 1% of entry (as the scalar one)."""
+        st = self.settings
+        with np.errstate(invalid="ignore"):
+            atr = np.where(np.isfinite(atr) & (atr > 0), atr, 0.01 * entry)
+        s = sign.astype(np.float64)
+        b = st.sl_buffer_percent / 100.0
+        sl = custom_sl if custom_sl is not None else entry - s * atr * (1.0 + b) * st.sl_mult
+        return LevelArrays(sl, _column([entry + s * atr * m for m in self._mults()], entry.shape[0]))
+
+    def percentage(self, sign: npt.NDArray[np.int8], entry: FloatArray, pct: float = 1.0) -> LevelArrays:
+        """PERCENTAGE method: SL `pct`% from entry, TP_k at that distance times mult_k."""
+        s = sign.astype(np.float64)
+        dist = entry * pct / 100.0
+        return LevelArrays(
+            entry - s * dist, _column([entry + s * dist * m for m in self._mults()], entry.shape[0])
+        )
+
+    def _structure_stop(self, sign: npt.NDArray[np.int8], swing: FloatArray) -> FloatArray:
+        b = self.settings.sl_buffer_percent / 100.0
+        out: FloatArray = np.where(sign > 0, swing * (1.0 - b), swing * (1.0 + b))
+        return out
+
+    def structure(self, sign: npt.NDArray[np.int8], entry: FloatArray, swing: FloatArray) -> LevelArrays:
+        """STRUCTURE method; `swing` is the swing low of LONG rows and the swing high of SHORT
+        rows, NaN where there is none (such rows are invalid)."""
+        sl = self._structure_stop(sign, swing)
+        risk = np.abs(entry - sl)
+        s = sign.astype(np.float64)
+        return LevelArrays(sl, _column([entry + s * risk * m for m in self._mults()], entry.shape[0]))
+
+    def fibonacci(
+        self,
+        sign: npt.NDArray[np.int8],
+        entry: FloatArray,
+        swing_low: FloatArray,
+        swing_high: FloatArray,
+        extensions: Sequence[float] = (0.618, 1.0, 1.618),
+    ) -> LevelArrays:
+        """FIBONACCI method: SL as STRUCTURE; TP_k at entry ± R·ext_k with R the swing range."""
+        sl = self._structure_stop(sign, np.where(sign > 0, swing_low, swing_high))
+        rng = np.abs(swing_high - swing_low)
+        s = sign.astype(np.float64)
+        return LevelArrays(sl, _column([entry + s * rng * e for e in extensions], entry.shape[0]))
+
+    def fixed_r(
+        self,
+        sign: npt.NDArray[np.int8],
+        entry: FloatArray,
+        stop_loss: FloatArray,
+        r_multiples: Sequence[float],
+        *,
+        unit: FloatArray | None = None,
+    ) -> LevelArrays:
+        """Fixed-R: the strategy's own stop, TP_k at entry ± unit·r_k (unit defaults to the risk)."""
+        u = np.abs(entry - stop_loss) if unit is None else unit
+        s = sign.astype(np.float64)
+        return LevelArrays(stop_loss, _column([entry + s * u * r for r in r_multiples], entry.shape[0]))

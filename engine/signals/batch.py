@@ -88,8 +88,6 @@ class CandidateBatch(Sequence[Candidate]):
         sg = np.asarray(sign, dtype=np.int8).reshape(-1)
         en = np.asarray(entry, dtype=np.float64).reshape(-1)
         sl = np.asarray(levels.stop_loss, dtype=np.float64).reshape(-1)
-        tps = np.asarray(levels.take_profits, dtype=np.float64)
-        tps = tps.reshape(n, tps.shape[1] if tps.ndim == 2 else (tps.size // n if n else 0))
         gt = np.broadcast_to(np.asarray(gate, dtype=np.bool_), (n,)).copy()
         conf = (
             np.full(n, np.nan)
@@ -100,6 +98,10 @@ class CandidateBatch(Sequence[Candidate]):
             raise ValueError(
                 f"column lengths differ: bar {n}, sign {sg.shape[0]}, entry {en.shape[0]}, stop {sl.shape[0]}"
             )
+        tps = np.asarray(levels.take_profits, dtype=np.float64)
+        if tps.shape[0] != n:
+            raise ValueError(f"column lengths differ: bar {n}, take_profits {tps.shape[0]}")
+        tps = tps.reshape(n, tps.shape[1] if tps.ndim == 2 else (tps.size // n if n else 0))
         if not bool(np.isin(sg, (-1, 1)).all()):
             raise ValueError("sign must be +1 (LONG) or -1 (SHORT)")
         if sub_keys is not None and len(sub_keys) != n:
@@ -129,7 +131,8 @@ class CandidateBatch(Sequence[Candidate]):
     def from_candidates(
         cls, cands: Sequence[Candidate], settings: RiskSettings | None = None
     ) -> CandidateBatch:
-        """Wrap a plugin's plain list: the columns come from the objects, which are kept as they are."""
+        """Wrap a plugin's plain list: the columns come from the objects, which are kept as they
+        are, in replay order (bar, then LONG first)."""
         items = tuple(cands)
         n = len(items)
         k = max((len(c.levels.take_profits) for c in items), default=0)
@@ -153,7 +156,7 @@ class CandidateBatch(Sequence[Candidate]):
             settings=settings or RiskSettings(),
             sub_keys=tuple(c.sub_key for c in items) if any(c.sub_key for c in items) else None,
             items=items,
-        )
+        ).sorted()
 
     @classmethod
     def concat(cls, parts: Sequence[CandidateBatch]) -> CandidateBatch:

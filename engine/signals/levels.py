@@ -254,9 +254,9 @@ def validate_arrays(
     # a target counts when it or any later one is not NaN (only trailing NaNs are padding)
     counted = np.flip(np.logical_or.accumulate(np.flip(present, axis=1), axis=1), axis=1)
     total = np.zeros(n)
-    for j in range(k):
-        total = total + np.where(counted[:, j], take_profits[:, j], 0.0)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for j in range(k):
+            total = total + np.where(counted[:, j], take_profits[:, j], 0.0)
         ok = np.isfinite(entry + stop_loss + total) & (entry > 0)
         ok &= counted[:, 0] if k else np.zeros(n, dtype=bool)
         if not k:

@@ -205,7 +205,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """`engine replay`: vectorised backtest over CSV history, as a table and optionally JSON and HTML."""
 
     from engine.replay import run_replay
-    from engine.report import render_html, signal_records, summary, table, write_json
+    from engine.report import render_html, summary, table, write_json
 
     config, instances, problems = load_all(args.config, Registry.discover())
     if config is None:
@@ -219,15 +219,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"--data: {args.data} is not a directory", file=sys.stderr)
         return EXIT_CONFIG
     start, end = _parse_when(args.from_, "--from"), _parse_when(args.to, "--to")
-    result = run_replay(config, instances, args.data, start_ms=start, end_ms=end, progress=progress_bar)
-    doc = summary(result, [i.name for i in instances])
-    print(table(doc))
-    for name, why in sorted(result.skipped.items()):
-        print(f"skipped {name}: {why}", file=sys.stderr)
-    if args.json is not None:
-        write_json(args.json, doc, signal_records(result))
-    if args.report is not None:
-        args.report.write_text(render_html(result, doc, args.symbol))
+    result = run_replay(
+        config,
+        instances,
+        args.data,
+        start_ms=start,
+        end_ms=end,
+        progress=progress_bar,
+        records=args.json is not None,
+        workers=args.workers,
+    )
+    try:
+        doc = summary(result, [i.name for i in instances])
+        print(table(doc))
+        for name, why in sorted(result.skipped.items()):
+            print(f"skipped {name}: {why}", file=sys.stderr)
+        if args.json is not None:
+            write_json(args.json, doc, result.records())
+        if args.report is not None:
+            args.report.write_text(render_html(result, doc, args.symbol))
+    finally:
+        result.close()
     return EXIT_OK
 
 
@@ -295,6 +307,13 @@ def cmd_download(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand and its options; each sets `func`, which `main` dispatches to."""
     parser = argparse.ArgumentParser(
@@ -343,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_replay.add_argument("--report", type=Path, default=None, help="write a self-contained HTML report")
     p_replay.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     p_replay.add_argument("--symbol", default=None, help="symbol charted in the HTML report (default: first)")
+    p_replay.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="processes replaying markets side by side (default: one per CPU; 1 = this process only)",
+    )
     p_replay.set_defaults(func=cmd_replay)
 
     p_dl = sub.add_parser("download", help="download OHLCV history to CSV files (resumable)")

@@ -1,34 +1,44 @@
 """Fast replay: each strategy called once per market over the whole history.
 
-The candidates are then pushed through the very classes the live path uses — SignalBuilder
-(level and cooldown gates), ConsensusAggregator, OutcomeTracker — in the order live would
-meet them: by candle close, then strategy, symbol and direction. Only the data access differs,
+The candidates then go through the very classes the live path uses — SignalBuilder (level
+and cooldown gates), ConsensusAggregator, OutcomeTracker — in the order live would meet
+them: by candle close, then strategy, symbol and direction. Only the data access differs,
 which is why the sameness test can demand identical signals from both.
+
+Markets are independent (see engine/replay_unit.py), so they are replayed side by side in
+worker processes and their columns merged into one time order here. Adaptive consensus
+weights read hit rates across all markets as time passes, so that mode replays everything
+in one process, interleaving outcomes with signals.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from engine.clock import VirtualClock
 from engine.config import LoadedConfig
-from engine.errors import EngineError
-from engine.market.candles import Candles
-from engine.market.replay import ReplayMarket
+from engine.market.replay import ReplayMarket, load_csv
 from engine.metrics import Metrics
-from engine.plugins.base import Window
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
 from engine.replay_plan import history_start, unreplayable_reason
-from engine.signals.builder import Origin, SignalBuilder
-from engine.signals.consensus import ConsensusAggregator
+from engine.replay_unit import UnitResult, UnitSpec, evaluate_market, in_time_order, run_unit, tabulate
+from engine.signals.builder import SignalBuilder
+from engine.signals.consensus import ConsensusAggregator, HitCounts
 from engine.signals.cooldown import Cooldowns
 from engine.signals.model import Signal
-from engine.signals.outcomes import OutcomeEvent, OutcomeTracker
+from engine.signals.outcomes import OutcomeEvent, OutcomeTracker, StrategyStats
 from engine.stats import consensus_settings
 from engine.timeframes import timeframe_seconds
 
@@ -39,26 +49,71 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(slots=True)
 class ReplayResult:
-    """Everything a replay found, plus what it could not run and why."""
+    """Everything a replay found, as columns in time order, plus what it could not run and why.
 
-    signals: list[Signal] = field(default_factory=list)
-    outcomes: list[OutcomeEvent] = field(default_factory=list)
+    Row i is one signal (`kind` 0) or consensus signal (1): its strategy and symbol as codes
+    into `names` / `symbols`, and its final outcome (`result` indexes RESULTS, -1 = still
+    open). Full JSON records are spooled to disk, read back in this order by `records()`.
+    """
+
+    names: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
+    t: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    symbol: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    sign: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    entry: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    result: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    closed_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    r: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    pnl: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    source: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    record_files: list[Path | None] = field(default_factory=list)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     evaluations: int = 0
     start_ms: int | None = None
     end_ms: int | None = None
-    histories: dict[tuple[str, str], Candles] = field(default_factory=dict)
+    charts: dict[str, tuple[list[int], list[float], float, float]] = field(default_factory=dict)
+    spool: Path | None = None
 
     @property
-    def strategy_signals(self) -> list[Signal]:
+    def kind(self) -> npt.NDArray[np.bool_]:
+        """True for consensus rows."""
+        out: npt.NDArray[np.bool_] = self.strategy == self.names.index("consensus")
+        return out
+
+    @property
+    def n_signals(self) -> int:
         """The strategies' own signals, without the consensus signals derived from them."""
-        return [s for s in self.signals if s.kind == "signal"]
+        return int(np.count_nonzero(~self.kind))
 
     @property
-    def consensus_signals(self) -> list[Signal]:
-        """The aggregator's signals, kept apart so no strategy's signal is counted twice."""
-        return [s for s in self.signals if s.kind == "consensus"]
+    def n_consensus(self) -> int:
+        """The aggregator's signals, counted apart so no strategy's signal is counted twice."""
+        return int(np.count_nonzero(self.kind))
+
+    def records(self) -> Iterator[bytes]:
+        """Every signal's JSON record (journal fields plus `outcome`) in time order, one line each."""
+        handles: dict[int, IO[bytes]] = {}
+        try:
+            for src in self.source.tolist():
+                fh = handles.get(src)
+                if fh is None:
+                    path = self.record_files[src]
+                    if path is None:
+                        raise ValueError("this replay was run without records")
+                    fh = handles[src] = path.open("rb")
+                yield fh.readline().rstrip(b"\n")
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    def close(self) -> None:
+        """Remove the spooled records."""
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool = None
 
 
 def replay_start_ms(instances: Sequence[PluginInstance], market: ReplayMarket) -> int:
@@ -75,52 +130,64 @@ def run_replay(
     start_ms: int | None = None,
     end_ms: int | None = None,
     progress: Progress | None = None,
+    records: bool = True,
+    workers: int | None = None,
 ) -> ReplayResult:
-    """Replay every instance over the files; signals in [start_ms, end_ms] (candle close) count."""
+    """Replay every instance over the files; signals in [start_ms, end_ms] (candle close) count.
+
+    `workers` processes replay markets side by side (default: one per CPU); 1 runs all in
+    this process. The result is the same either way. `records=False` skips the JSON records.
+    """
     st = config.settings
     market = ReplayMarket(data_dir, st.market.exchange, VirtualClock(float("inf")))
-    metrics = Metrics()
-    runner = SafeRunner(metrics, quarantine_after=st.engine.quarantine_after)
-    builder = SignalBuilder(Cooldowns(), metrics)
-    exp = st.outcomes.expiry_hours
-    tracker = OutcomeTracker(expiry_seconds=None if exp is None else exp * 3600)
-    consensus = None
-    if st.consensus.enabled:
-        consensus = ConsensusAggregator(
-            consensus_settings(config),
-            st.consensus.weights,
-            {i.name: i.plugin for i in instances},
-            hits=lambda s: (tracker.stats[s].wins, tracker.stats[s].closed) if s in tracker.stats else (0, 0),
-        )
+    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    if n_workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _preload(market, n_workers)
     result = ReplayResult()
     runnable = _runnable(instances, market, result)
     if start_ms is None and runnable:
         start_ms = replay_start_ms(runnable, market)
     result.start_ms, result.end_ms = start_ms, end_ms
-    emitted = _evaluate(
-        runnable, market, runner, builder, st.market.exchange, result, start_ms, end_ms, progress
+    symbols = tuple(sorted({s for inst in runnable for s in inst.symbols}))
+    names = (*sorted(i.name for i in instances), "consensus")
+    spool = Path(tempfile.mkdtemp(prefix="engine-replay-")) if records else None
+    spec = UnitSpec(
+        instances=tuple(runnable),
+        market=market,
+        exchange=st.market.exchange,
+        quarantine_after=st.engine.quarantine_after,
+        expiry_seconds=None if st.outcomes.expiry_hours is None else st.outcomes.expiry_hours * 3600,
+        consensus=_consensus_factory(config, instances) if st.consensus.enabled else None,
+        names=names,
+        symbols=symbols,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        spool=spool,
     )
-    emitted.sort(key=lambda s: (s.bar_close_ms, s.strategy, s.symbol, s.direction.value))
-    adaptive = consensus is not None and consensus.settings.adaptive
-    cursor: dict[tuple[str, str], int] = {}
-    i = 0
-    while i < len(emitted):
-        t = emitted[i].bar_close_ms
-        if adaptive:
-            # consensus weights read hit rates: outcomes must be known up to t, and no further
-            _advance(tracker, result, cursor, t)
-        while i < len(emitted) and emitted[i].bar_close_ms == t:
-            sig = emitted[i]
-            result.signals.append(sig)
-            tracker.track(sig)
-            agreed = consensus.add(sig) if consensus is not None else None
-            if agreed is not None:
-                result.signals.append(agreed)
-                tracker.track(agreed)
-            i += 1
-    _advance(tracker, result, cursor, None)
-    result.stats = tracker.summary()
+    try:
+        if st.consensus.enabled and st.consensus.adaptive_weights:
+            units = [_run_interleaved(spec, progress)]
+        else:
+            units = _run_units(spec, n_workers, progress)
+    except BaseException:
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
+        raise
+    _merge(result, units, names, symbols, spool)
+    _report_missing(result, units, runnable)
     return result
+
+
+def _consensus_factory(
+    config: LoadedConfig, instances: Sequence[PluginInstance]
+) -> Callable[[HitCounts], ConsensusAggregator]:
+    settings, weights = consensus_settings(config), config.settings.consensus.weights
+    plugin_of = {i.name: i.plugin for i in instances}
+
+    def make(hits: HitCounts) -> ConsensusAggregator:
+        return ConsensusAggregator(settings, weights, plugin_of, hits=hits)
+
+    return make
 
 
 def _runnable(
@@ -136,67 +203,113 @@ def _runnable(
     return keep
 
 
-def _evaluate(
-    instances: Sequence[PluginInstance],
-    market: ReplayMarket,
-    runner: SafeRunner,
-    builder: SignalBuilder,
-    exchange: str,
-    result: ReplayResult,
-    start_ms: int | None,
-    end_ms: int | None,
-    progress: Progress | None,
-) -> list[Signal]:
-    """Each instance over each market's history, through the level and cooldown gates.
+# -- side by side ---------------------------------------------------------------------------
 
-    A cooldown key belongs to one (instance, symbol), so gating each stream in bar order here
-    decides exactly what gating everything in global time order would, while keeping only the
-    signals — not every candidate — in memory.
-    """
-    emitted: list[Signal] = []
-    jobs = [(inst, sym) for inst in instances for sym in inst.symbols]
-    missing: dict[str, list[str]] = {}
-    for n, (inst, sym) in enumerate(jobs):
-        if progress is not None:
-            progress(n, len(jobs), f"{inst.name} {sym}")
-        needs = inst.strategy.needs()
-        try:
-            frames = {tf: _history(market, result, sym, tf) for tf in needs.timeframes}
-        except EngineError as exc:
-            missing.setdefault(inst.name, []).append(f"{sym}: {exc}")
-            continue
-        candles = frames[inst.timeframe]
-        result.evaluations += len(candles)
-        origin = Origin(inst.name, sym, inst.timeframe, exchange, inst.cooldown)
-        batch = runner.run_all(inst, Window(sym, inst.timeframe, candles, frames))
-        try:
-            emitted.extend(builder.build_batch(origin, candles, batch, start_ms=start_ms, end_ms=end_ms))
-        except Exception as exc:  # the plugin's describe() runs here; isolate it like evaluate
-            log.error("%s on %s: describing its signals failed: %r", inst.name, sym, exc)
+_SPEC: UnitSpec | None = None  # set before forking, so workers inherit it instead of unpickling it
+
+
+def _unit_at(i: int) -> UnitResult:
+    assert _SPEC is not None
+    return run_unit(_SPEC, _SPEC.symbols[i])
+
+
+def _load_file(path: Path) -> npt.NDArray[np.float64]:
+    return load_csv(path, logging.getLogger("engine.market.replay"))
+
+
+def _preload(market: ReplayMarket, workers: int) -> None:
+    """Parse the CSV files in parallel (parsing floats is most of a replay's start-up)."""
+    paths = market.unloaded_files()
+    if len(paths) < 2:
+        return
+    with multiprocessing.get_context("fork").Pool(min(workers, len(paths))) as pool:
+        for key, rows in zip(paths, pool.map(_load_file, list(paths.values())), strict=True):
+            market.adopt(key, rows)
+
+
+def _run_units(spec: UnitSpec, workers: int, progress: Progress | None) -> list[UnitResult]:
+    global _SPEC
+    total = len(spec.symbols)
+    out: list[UnitResult] = []
     if progress is not None:
-        progress(len(jobs), len(jobs), "done")
-    for name, reasons in missing.items():
-        inst_syms = next(i.symbols for i in instances if i.name == name)
-        if len(reasons) == len(inst_syms):
-            result.skipped[name] = "no data: " + "; ".join(reasons)
-        else:
-            log.warning("%s: some symbols have no data and were skipped: %s", name, "; ".join(reasons))
-    return emitted
+        progress(0, total, "")
+    if workers <= 1 or total <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for i, sym in enumerate(spec.symbols):
+            out.append(run_unit(spec, sym))
+            if progress is not None:
+                progress(i + 1, total, sym)
+        return out
+    _SPEC = spec
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, total)) as pool:
+            for res in pool.imap_unordered(_unit_at, range(total)):
+                out.append(res)
+                if progress is not None:
+                    progress(len(out), total, res.key)
+    finally:
+        _SPEC = None
+    return out
 
 
-def _history(market: ReplayMarket, result: ReplayResult, symbol: str, timeframe: str) -> Candles:
-    key = (symbol, timeframe)
-    if key not in result.histories:
-        result.histories[key] = market.history(symbol, timeframe)
-    return result.histories[key]
+# -- adaptive weights: one process, outcomes interleaved with signals -------------------------
+
+
+def _run_interleaved(spec: UnitSpec, progress: Progress | None) -> UnitResult:
+    """All markets in one stream: consensus weights read hit rates, so outcomes must be known
+    up to each signal's time, and no further."""
+    metrics = Metrics()
+    runner = SafeRunner(metrics, quarantine_after=spec.quarantine_after)
+    builder = SignalBuilder(Cooldowns(), metrics)
+    histories: dict[tuple[str, str], Any] = {}
+    emitted: list[Signal] = []
+    evaluations, missing = 0, []
+    for i, sym in enumerate(spec.symbols):
+        if progress is not None:
+            progress(i, len(spec.symbols), sym)
+        sigs, n, miss = evaluate_market(spec, sym, runner, builder, histories)
+        emitted.extend(sigs)
+        evaluations += n
+        missing.extend(miss)
+    tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
+    assert spec.consensus is not None
+    consensus = spec.consensus(
+        lambda s: (tracker.stats[s].wins, tracker.stats[s].closed) if s in tracker.stats else (0, 0)
+    )
+    finals: dict[str, OutcomeEvent] = {}
+    cursor: dict[tuple[str, str], int] = {}
+    ordered: list[tuple[Signal, Signal]] = []
+    emitted = in_time_order(emitted)
+    i = 0
+    while i < len(emitted):
+        t = emitted[i].bar_close_ms
+        _advance(tracker, histories, finals, cursor, t)
+        while i < len(emitted) and emitted[i].bar_close_ms == t:
+            sig = emitted[i]
+            ordered.append((sig, sig))
+            tracker.track(sig)
+            agreed = consensus.add(sig)
+            if agreed is not None:
+                ordered.append((agreed, sig))
+                tracker.track(agreed)
+            i += 1
+    _advance(tracker, histories, finals, cursor, None)
+    if progress is not None:
+        progress(len(spec.symbols), len(spec.symbols), "done")
+    out = tabulate(spec, "all", ordered, finals, tracker.stats)
+    out.evaluations, out.missing = evaluations, missing
+    return out
 
 
 def _advance(
-    tracker: OutcomeTracker, result: ReplayResult, cursor: dict[tuple[str, str], int], until_ms: int | None
+    tracker: OutcomeTracker,
+    histories: dict[tuple[str, str], Any],
+    finals: dict[str, OutcomeEvent],
+    cursor: dict[tuple[str, str], int],
+    until_ms: int | None,
 ) -> None:
     """Feed each watched series' candles closed by `until_ms` (all of them if None) to the tracker."""
     for key in sorted(tracker.watched()):
-        candles = result.histories.get(key)
+        candles = histories.get(key)
         if candles is None:
             continue
         tf_ms = timeframe_seconds(key[1]) * 1000
@@ -205,10 +318,63 @@ def _advance(
             if until_ms is None
             else int((candles.ts + tf_ms).searchsorted(until_ms, side="right"))
         )
-        begin = cursor.get(key, 0)
-        if stop > begin:
-            # only closing events are reported; intermediate steps would just hold memory
-            result.outcomes.extend(
-                e for e in tracker.update(key[0], key[1], candles.slice(0, stop)) if e.final
+        if stop > cursor.get(key, 0):
+            finals.update(
+                (e.signal_id, e) for e in tracker.update(key[0], key[1], candles.slice(0, stop)) if e.final
             )
             cursor[key] = stop
+
+
+# -- merging ----------------------------------------------------------------------------------
+
+
+def _merge(
+    result: ReplayResult,
+    units: list[UnitResult],
+    names: tuple[str, ...],
+    symbols: tuple[str, ...],
+    spool: Path | None,
+) -> None:
+    """Units' columns into one time order: close time, strategy, symbol, side — a consensus
+    row right after the signal that triggered it (it carries that signal's keys)."""
+    units = sorted(units, key=lambda u: u.key)
+    result.names, result.symbols, result.spool = names, symbols, spool
+    result.record_files = [u.records for u in units]
+    cat = np.concatenate
+    seq = cat([np.arange(len(u.t)) for u in units]) if units else np.empty(0, np.int64)
+    src = (
+        cat([np.full(len(u.t), k, np.int16) for k, u in enumerate(units)]) if units else np.empty(0, np.int16)
+    )
+    cols = {
+        c: cat([getattr(u, c) for u in units]) if units else getattr(result, c)
+        for c in ("t", "strategy", "symbol", "sign", "entry", "result", "closed_ms", "r", "pnl")
+    }
+    order_strategy = cat([u.order_strategy for u in units]) if units else np.empty(0, np.int16)
+    order = np.lexsort((seq, -cols["sign"], cols["symbol"], order_strategy, cols["t"]))
+    for c, v in cols.items():
+        setattr(result, c, v[order])
+    result.source = src[order]
+    totals: dict[str, StrategyStats] = {}
+    for u in units:
+        result.evaluations += u.evaluations
+        result.charts.update(u.charts)
+        for name, d in u.stats.items():
+            acc = totals.setdefault(name, StrategyStats())
+            for k, v in d.items():
+                setattr(acc, k, getattr(acc, k) + v)
+    result.stats = {name: st.summary() for name, st in sorted(totals.items())}
+
+
+def _report_missing(
+    result: ReplayResult, units: list[UnitResult], runnable: Sequence[PluginInstance]
+) -> None:
+    missing: dict[str, list[str]] = {}
+    for u in sorted(units, key=lambda u: u.key):
+        for name, reason in u.missing:
+            missing.setdefault(name, []).append(reason)
+    for name, reasons in missing.items():
+        inst_syms = next(i.symbols for i in runnable if i.name == name)
+        if len(reasons) == len(inst_syms):
+            result.skipped[name] = "no data: " + "; ".join(reasons)
+        else:
+            log.warning("%s: some symbols have no data and were skipped: %s", name, "; ".join(reasons))

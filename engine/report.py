@@ -7,17 +7,16 @@ offline; charts are drawn here rather than pulling a plotting stack into the ins
 from __future__ import annotations
 
 import html
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from engine.replay import ReplayResult
 from engine.signals.model import iso_utc
-from engine.signals.outcomes import OutcomeEvent
 
 KEYS = ("signals", "tp1", "tp2", "tp3", "sl", "expired", "win_rate", "avg_r")
 COLORS = (
@@ -39,21 +38,18 @@ COLORS = (
 )
 
 
-def final_outcomes(result: ReplayResult) -> dict[str, OutcomeEvent]:
-    """Each signal's closing event by signal id; intermediate steps are not its result."""
-    return {e.signal_id: e for e in result.outcomes if e.final}
-
-
 def expectancy(result: ReplayResult) -> dict[str, float | None]:
     """Mean PnL % per closed signal, by strategy (R says how good; this says how much)."""
-    sums: dict[str, list[float]] = defaultdict(list)
-    for e in final_outcomes(result).values():
-        sums[e.strategy].append(e.pnl_percent)
-    return {k: (sum(v) / len(v) if v else None) for k, v in sums.items()}
+    closed = result.result >= 0
+    out: dict[str, float | None] = {}
+    for code in np.unique(result.strategy[closed]).tolist():
+        pnl = result.pnl[closed & (result.strategy == code)]
+        out[result.names[code]] = float(pnl.sum()) / len(pnl)
+    return out
 
 
 def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
-    """The `--json` document (issue 6 schema) without its `signals` list (see `signal_records`)."""
+    """The `--json` document (issue 6 schema) without its `signals` list (see `write_json`)."""
     exp = expectancy(result)
 
     def row(name: str) -> dict[str, Any]:
@@ -70,36 +66,15 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
     }
 
 
-def signal_records(result: ReplayResult) -> Iterator[dict[str, Any]]:
-    """Every signal as its journal record plus its final outcome, one at a time: a year of
-    signals is written without holding a second copy of all of them as dicts."""
-    finals = final_outcomes(result)
-    for s in result.signals:
-        rec = s.to_record()
-        ev = finals.get(s.id)
-        rec["outcome"] = (
-            None
-            if ev is None
-            else {
-                "result": ev.result,
-                "at": iso_utc(ev.at_ms),
-                "price": ev.price,
-                "r_multiple": ev.r_multiple,
-            }
-        )
-        yield rec
-
-
-def write_json(path: Path, doc: dict[str, Any], records: Iterable[dict[str, Any]]) -> None:
-    """`doc` with a `signals` list streamed from `records`, as one JSON document."""
-    opts = orjson.OPT_SERIALIZE_NUMPY
+def write_json(path: Path, doc: dict[str, Any], records: Iterable[bytes]) -> None:
+    """`doc` with a `signals` list streamed from already-serialised records, as one JSON document."""
     with path.open("wb") as fh:
-        head = orjson.dumps(doc, option=opts)
+        head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         fh.write(head[:-1] + b',"signals":[')
         for n, rec in enumerate(records):
             if n:
                 fh.write(b",\n")
-            fh.write(orjson.dumps(rec, option=opts))
+            fh.write(rec)
         fh.write(b"]}\n")
 
 
@@ -178,25 +153,24 @@ def _polyline_chart(series: dict[str, list[tuple[int, float]]], title: str, y_la
 
 def cumulative_r(result: ReplayResult) -> dict[str, list[tuple[int, float]]]:
     """Running R total per strategy in closing order, for the report's cumulative chart."""
-    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    totals: dict[str, float] = defaultdict(float)
-    for e in sorted(final_outcomes(result).values(), key=lambda e: e.at_ms):
-        totals[e.strategy] += e.r_multiple
-        series[e.strategy].append((e.at_ms, totals[e.strategy]))
-    return dict(series)
+    closed = np.flatnonzero(result.result >= 0)
+    closed = closed[np.argsort(result.closed_ms[closed], kind="stable")]
+    series: dict[str, list[tuple[int, float]]] = {}
+    for code in np.unique(result.strategy[closed]).tolist():
+        rows = closed[result.strategy[closed] == code]
+        series[result.names[code]] = list(
+            zip(result.closed_ms[rows].tolist(), np.cumsum(result.r[rows]).tolist(), strict=True)
+        )
+    return series
 
 
 def price_chart(result: ReplayResult, symbol: str) -> str:
     """Inline SVG of one symbol's closes with signal markers, so the report needs no plotting library."""
-    key = next((k for k in sorted(result.histories) if k[0] == symbol), None)
-    if key is None:
+    if symbol not in result.charts:
         return f"<p>No candles for {html.escape(symbol)}.</p>"
-    c = result.histories[key]
-    step = max(1, len(c) // 1500)
-    line = [(int(c.ts[i]), float(c.close[i])) for i in range(0, len(c), step)]
+    xs, ys, lo, hi = result.charts[symbol]
     w, h, pad = 900, 360, 50
-    x0, x1 = line[0][0], line[-1][0] or 1
-    lo, hi = float(c.low.min()), float(c.high.max())
+    x0, x1 = xs[0], xs[-1] or 1
     hi = hi if hi > lo else lo + 1
 
     def sx(x: float) -> float:
@@ -209,21 +183,28 @@ def price_chart(result: ReplayResult, symbol: str) -> str:
         f'<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
         f"<title>{html.escape(symbol)}</title>",
         '<polyline fill="none" stroke="#444" stroke-width="1" points="'
-        + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+        + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys, strict=True))
         + '"/>',
     ]
-    for s in result.signals:
-        if s.symbol != symbol or s.kind != "signal":
-            continue
-        x, y = sx(s.bar_close_ms), sy(s.entry)
-        up = s.direction.value == "LONG"
+    code = result.symbols.index(symbol)
+    rows = np.flatnonzero((result.symbol == code) & ~result.kind)
+    for t, name, sign, entry in zip(
+        result.t[rows].tolist(),
+        result.strategy[rows].tolist(),
+        result.sign[rows].tolist(),
+        result.entry[rows].tolist(),
+        strict=True,
+    ):
+        x, y = sx(t), sy(entry)
+        up = sign > 0
         color = "#2ca02c" if up else "#d62728"
         tri = (
             f"{x:.1f},{y - 6:.1f} {x - 4:.1f},{y + 2:.1f} {x + 4:.1f},{y + 2:.1f}"
             if up
             else f"{x:.1f},{y + 6:.1f} {x - 4:.1f},{y - 2:.1f} {x + 4:.1f},{y - 2:.1f}"
         )
-        tip = html.escape(f"{s.created_at} {s.strategy} {s.direction.value} @ {s.entry:g}")
+        side = "LONG" if up else "SHORT"
+        tip = html.escape(f"{iso_utc(t)} {result.names[name]} {side} @ {entry:g}")
         parts.append(f'<polygon points="{tri}" fill="{color}"><title>{tip}</title></polygon>')
     parts.append(
         f'<text x="{pad}" y="{pad - 10}" font-size="12">{html.escape(symbol)} close '
@@ -234,7 +215,7 @@ def price_chart(result: ReplayResult, symbol: str) -> str:
 
 def render_html(result: ReplayResult, doc: dict[str, Any], symbol: str | None) -> str:
     """The self-contained HTML report (inline CSS and SVG) that can be mailed or opened offline."""
-    syms = sorted({k[0] for k in result.histories})
+    syms = sorted(result.charts)
     symbol = symbol if symbol in syms else (syms[0] if syms else None)
     rows = []
     for name, r in [*doc["strategies"].items(), ("consensus", doc["consensus"])]:
@@ -266,7 +247,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}
 .legend{{font-size:13px;margin:4px 0 24px}}</style></head><body>
 <h1>Replay report</h1>
-<p>{html.escape(period)} · {len(result.strategy_signals)} signals, {len(result.consensus_signals)} consensus ·
+<p>{html.escape(period)} · {result.n_signals} signals, {result.n_consensus} consensus ·
 {doc["evaluations"]:,} candle·strategy evaluations</p>
 <h2>Per strategy</h2>
 <table><tr><th>strategy</th><th>signals</th><th>TP1</th><th>TP2</th><th>TP3</th><th>SL</th><th>expired</th>

@@ -69,6 +69,17 @@ class ReplayMarket:
             raise DataUnavailable(f"{self.exchange} replay in {self._dir}: no data for timeframe {timeframe}")
         return min(firsts), max(lasts)
 
+    def unloaded_files(self) -> dict[tuple[str, str], Path]:
+        """(symbol, timeframe) → file, for the files not parsed yet (see `adopt`)."""
+        return {k: p for k, p in self._files.items() if k not in self._series}
+
+    def adopt(self, key: tuple[str, str], rows: FloatArray) -> None:
+        """Take the rows of one of `unloaded_files()` parsed elsewhere (by `load_csv`), e.g. in
+        parallel by worker processes."""
+        if key not in self._files:
+            raise KeyError(f"no file for {key}")
+        self._series[key] = rows
+
     def history(self, symbol: str, timeframe: str) -> Candles:
         """Every candle of the file (or derived series), regardless of the clock, for fast replay."""
         return Candles.from_rows(self._get(symbol, timeframe))

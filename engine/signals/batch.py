@@ -273,7 +273,15 @@ class CandidateBatch(Sequence[Candidate]):
         return tuple(tps)
 
     def levels(self, i: int) -> Levels:
-        """Row i's Levels with the full verdict (reason text included), from `validate_levels`."""
+        """Row i's Levels with the full verdict (reason text included), as `validate_levels` gives it."""
+        if self.valid[i]:
+            # Known valid (the array gate agrees with the scalar one, a property test holds
+            # them to it): only the ratios are left, by validate_levels' own formulas.
+            entry, sl = float(self.entry[i]), float(self.stop_loss[i])
+            tps = self.targets(i)
+            risk = abs(entry - sl)
+            rr2 = abs(tps[1] - entry) / risk if len(tps) > 1 else None
+            return Levels(entry, sl, tps, risk, abs(tps[0] - entry) / risk, rr2, True, "")
         st = self.settings
         return validate_levels(
             Direction.LONG if self.sign[i] > 0 else Direction.SHORT,

@@ -65,6 +65,7 @@ class SignalBuilder:
             self._count(self.metrics.signals_rejected, origin.strategy, "cooldown")
             return None
         self.cooldowns.start(key, at, origin.cooldown)
+        self._count(self.metrics.signals, origin.strategy, cand.direction.value)
         return self._emit(origin, bar_close_ms, cand)
 
     def _emit(self, origin: Origin, bar_close_ms: int, cand: Candidate) -> Signal:
@@ -73,7 +74,6 @@ class SignalBuilder:
         meta["rr1"] = round(lv.rr1, 4)
         if lv.rr2 is not None:
             meta["rr2"] = round(lv.rr2, 4)
-        self._count(self.metrics.signals, origin.strategy, cand.direction.value)
         return Signal(
             id=signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, cand.direction),
             strategy=origin.strategy,
@@ -149,4 +149,9 @@ class SignalBuilder:
         if len(ok) > len(chosen):
             self._add(self.metrics.signals_rejected, origin.strategy, "cooldown", len(ok) - len(chosen))
         chosen.sort()
+        signs = batch.sign[chosen]
+        for s, name in ((1, "LONG"), (-1, "SHORT")):
+            emitted = int(np.count_nonzero(signs == s))
+            if emitted:
+                self._add(self.metrics.signals, origin.strategy, name, emitted)
         return [self._emit(origin, int(close_ms[i]), batch.candidate(i)) for i in chosen]

@@ -88,6 +88,7 @@ class ConsensusAggregator:
         self.plugin_of = dict(plugin_of)
         self._recent: dict[tuple[str, str, str], deque[Signal]] = {}
         self._memory: dict[str, dict[str, Any]] = {}
+        self._oldest_alert_ms = 0  # a lower bound of the memory's last_alert_ms values
 
     def base_weight(self, strategy: str) -> float:
         """Configured weight by instance name, then plugin name, else the default weight."""
@@ -136,6 +137,12 @@ class ConsensusAggregator:
         score: float,
         now_ms: int,
     ) -> Signal | None:
+        alert_id = "_".join(p for p in (group[0], group[1], group[2]) if p)
+        mem = self._memory.get(alert_id)
+        if mem is not None and set(latest) <= set(mem["contributors"]):
+            # nothing new to say; deciding it first is cheaper and changes nothing, since the
+            # gates below never touch the memory when they refuse
+            return None
         direction = Direction(group[1])
         s = direction.sign
         contributors = []
@@ -173,9 +180,7 @@ class ConsensusAggregator:
         need = effective_min_rr(score, self.settings.min_rr)
         if max(rr1, rr2) < need - RR_TOLERANCE:
             return None
-        alert_id = "_".join(p for p in (group[0], group[1], group[2]) if p)
         names = set(latest)
-        mem = self._memory.get(alert_id)
         if mem is None:
             kind, new_names = "new", sorted(names)
         else:
@@ -185,6 +190,8 @@ class ConsensusAggregator:
             kind = "update"
             names |= set(mem["contributors"])
         self._memory[alert_id] = {"contributors": sorted(names), "last_alert_ms": now_ms}
+        first = len(self._memory) == 1
+        self._oldest_alert_ms = now_ms if first else min(self._oldest_alert_ms, now_ms)
         label = strength_label(score)
         digest = hashlib.sha1(
             f"{alert_id}|{now_ms}|{','.join(sorted(latest))}".encode(), usedforsecurity=False
@@ -219,8 +226,11 @@ class ConsensusAggregator:
 
     def _expire_memory(self, now_ms: int) -> None:
         horizon = now_ms - int(self.settings.memory_hours * 3_600_000)
+        if not self._memory or self._oldest_alert_ms >= horizon:
+            return  # runs for every signal: skip the scan while nothing can have expired
         for key in [k for k, v in self._memory.items() if v["last_alert_ms"] < horizon]:
             del self._memory[key]
+        self._oldest_alert_ms = min((v["last_alert_ms"] for v in self._memory.values()), default=0)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -234,6 +244,7 @@ class ConsensusAggregator:
     def restore(self, data: Mapping[str, Any]) -> None:
         """Load a `snapshot()` from the state file, so a restart neither repeats nor loses an alert."""
         self._memory = {str(k): dict(v) for k, v in dict(data.get("memory", {})).items()}
+        self._oldest_alert_ms = min((int(v["last_alert_ms"]) for v in self._memory.values()), default=0)
         for rec in data.get("recent", []):
             sig = Signal.from_record(rec)
             group = (sig.symbol, sig.direction.value, sig.timeframe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,10 +17,10 @@ class Direction(StrEnum):
     LONG = "LONG"
     SHORT = "SHORT"
 
-    @property
-    def sign(self) -> int:
-        """+1 for LONG, -1 for SHORT: multiplies distances so one formula serves both sides."""
-        return 1 if self is Direction.LONG else -1
+    sign: int
+    """+1 for LONG, -1 for SHORT: multiplies distances so one formula serves both sides.
+    A plain attribute (set below), not a property: outcome tracking reads it millions of
+    times in a long replay."""
 
     @classmethod
     def parse(cls, text: str) -> Direction:
@@ -30,6 +31,10 @@ class Direction(StrEnum):
         if t in ("SHORT", "BEARISH", "SELL"):
             return cls.SHORT
         raise ValueError(f"unknown direction {text!r}")
+
+
+Direction.LONG.sign = 1
+Direction.SHORT.sign = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +79,12 @@ def signal_id(strategy: str, symbol: str, timeframe: str, bar_close_ms: int, dir
     return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def iso_utc(epoch_ms: int) -> str:
-    """UTC ISO-8601 with a Z suffix, second precision (signal times are candle closes)."""
+    """UTC ISO-8601 with a Z suffix, second precision (signal times are candle closes).
+
+    Cached: a replay formats the same few candle closes for many signals and outcomes, and
+    strftime costs microseconds."""
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -234,6 +234,10 @@ def test_batch_gating_equals_building_candidates_one_by_one(
     assert fast.cooldowns.snapshot() == slow.cooldowns.snapshot()
     for reason in ("invalid_levels", "cooldown"):
         assert rejected(m1, reason) == rejected(m2, reason)
+    for side in ("LONG", "SHORT"):
+        labels = {"strategy": "s", "direction": side}
+        got_n = m1.registry.get_sample_value("engine_signals_total", labels) or 0.0
+        assert got_n == (m2.registry.get_sample_value("engine_signals_total", labels) or 0.0)
 
 
 def test_only_emitted_rows_are_described() -> None:

@@ -1,0 +1,214 @@
+"""One unit of a fast replay: every instance over one market, through the live classes.
+
+Consensus groups signals by (symbol, direction, timeframe) and outcomes follow one market's
+candles, so without adaptive weights a market's whole story — candidates, cooldowns,
+consensus alerts, outcomes — depends on nothing outside that market. That makes the market
+the unit of work: units run side by side in worker processes, and what each returns is
+small (numeric columns, plus its JSON records in a spool file), so a year of signals never
+sits in memory as objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from engine.errors import EngineError
+from engine.market.candles import Candles
+from engine.market.replay import ReplayMarket
+from engine.metrics import Metrics
+from engine.plugins.base import Window
+from engine.plugins.instance import PluginInstance
+from engine.plugins.runner import SafeRunner
+from engine.signals.builder import Origin, SignalBuilder
+from engine.signals.consensus import ConsensusAggregator
+from engine.signals.cooldown import Cooldowns
+from engine.signals.model import Signal, iso_utc
+from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker, StrategyStats
+
+log = logging.getLogger("engine.replay")
+
+CHART_POINTS = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSpec:
+    """What every unit shares: the instances, the gates' settings and where records go."""
+
+    instances: tuple[PluginInstance, ...]
+    market: ReplayMarket
+    exchange: str
+    quarantine_after: int
+    expiry_seconds: float | None
+    consensus: Callable[[Callable[[str], tuple[int, int]]], ConsensusAggregator] | None
+    names: tuple[str, ...]  # instance names sorted, then "consensus": the table's strategy codes
+    symbols: tuple[str, ...]  # sorted: the table's symbol codes
+    start_ms: int | None
+    end_ms: int | None
+    spool: Path | None  # directory for JSON records; None = no records wanted
+
+
+@dataclass(slots=True)
+class UnitResult:
+    """A unit's signals as columns in its own time order, plus its tallies."""
+
+    key: str
+    t: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    order_strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    symbol: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    sign: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    entry: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    result: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    closed_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    r: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    pnl: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    records: Path | None = None
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: int = 0
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    charts: dict[str, tuple[list[int], list[float], float, float]] = field(default_factory=dict)
+
+
+def evaluate_market(
+    spec: UnitSpec,
+    symbol: str,
+    runner: SafeRunner,
+    builder: SignalBuilder,
+    histories: dict[tuple[str, str], Candles],
+) -> tuple[list[Signal], int, list[tuple[str, str]]]:
+    """Every instance watching `symbol` over its history, through the level and cooldown gates.
+
+    Returns the emitted signals (in instance, then bar order), the evaluations made, and the
+    instances that had no data for this symbol, with the reason.
+    """
+    emitted: list[Signal] = []
+    evaluations = 0
+    missing: list[tuple[str, str]] = []
+    for inst in spec.instances:
+        if symbol not in inst.symbols:
+            continue
+        try:
+            frames = {
+                tf: history(spec.market, histories, symbol, tf) for tf in inst.strategy.needs().timeframes
+            }
+        except EngineError as exc:
+            missing.append((inst.name, f"{symbol}: {exc}"))
+            continue
+        candles = frames[inst.timeframe]
+        evaluations += len(candles)
+        origin = Origin(inst.name, symbol, inst.timeframe, spec.exchange, inst.cooldown)
+        batch = runner.run_all(inst, Window(symbol, inst.timeframe, candles, frames))
+        try:
+            emitted.extend(
+                builder.build_batch(origin, candles, batch, start_ms=spec.start_ms, end_ms=spec.end_ms)
+            )
+        except Exception as exc:  # the plugin's describe() runs here; isolate it like evaluate
+            log.error("%s on %s: describing its signals failed: %r", inst.name, symbol, exc)
+    return emitted, evaluations, missing
+
+
+def history(market: ReplayMarket, cache: dict[tuple[str, str], Candles], symbol: str, tf: str) -> Candles:
+    """The (symbol, timeframe) history, built once per unit."""
+    key = (symbol, tf)
+    if key not in cache:
+        cache[key] = market.history(symbol, tf)
+    return cache[key]
+
+
+def in_time_order(signals: Iterable[Signal]) -> list[Signal]:
+    """Live meets signals by candle close, then strategy, symbol and side; so does replay."""
+    return sorted(signals, key=lambda s: (s.bar_close_ms, s.strategy, s.symbol, s.direction.value))
+
+
+def run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
+    """One market end to end: gated signals, consensus in time order, then every outcome."""
+    metrics = Metrics()
+    runner = SafeRunner(metrics, quarantine_after=spec.quarantine_after)
+    builder = SignalBuilder(Cooldowns(), metrics)
+    histories: dict[tuple[str, str], Candles] = {}
+    emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories)
+    tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
+    consensus = spec.consensus(lambda s: (0, 0)) if spec.consensus is not None else None
+    ordered: list[tuple[Signal, Signal]] = []  # (signal, the strategy signal it sorts with)
+    for sig in in_time_order(emitted):
+        ordered.append((sig, sig))
+        tracker.track(sig)
+        agreed = consensus.add(sig) if consensus is not None else None
+        if agreed is not None:
+            ordered.append((agreed, sig))
+            tracker.track(agreed)
+    finals: dict[str, OutcomeEvent] = {}
+    for key in sorted(tracker.watched()):
+        finals.update((e.signal_id, e) for e in tracker.update(key[0], key[1], histories[key]) if e.final)
+    out = tabulate(spec, symbol, ordered, finals, tracker.stats)
+    out.evaluations, out.missing = evaluations, missing
+    out.charts = charts(histories)
+    return out
+
+
+def tabulate(
+    spec: UnitSpec,
+    key: str,
+    ordered: Sequence[tuple[Signal, Signal]],
+    finals: dict[str, OutcomeEvent],
+    stats: dict[str, StrategyStats],
+) -> UnitResult:
+    """Columns (and spooled JSON records) of signals already in time order."""
+    code = {name: i for i, name in enumerate(spec.names)}
+    sym = {name: i for i, name in enumerate(spec.symbols)}
+    n = len(ordered)
+    res = UnitResult(key=key, stats={k: asdict(v) for k, v in stats.items()})
+    res.t = np.fromiter((s.bar_close_ms for s, _ in ordered), np.int64, n)
+    res.order_strategy = np.fromiter((code[o.strategy] for _, o in ordered), np.int16, n)
+    res.strategy = np.fromiter((code[s.strategy] for s, _ in ordered), np.int16, n)
+    res.symbol = np.fromiter((sym[s.symbol] for s, _ in ordered), np.int16, n)
+    res.sign = np.fromiter((s.direction.sign for s, _ in ordered), np.int8, n)
+    res.entry = np.fromiter((s.entry for s, _ in ordered), np.float64, n)
+    evs = [finals.get(s.id) for s, _ in ordered]
+    res.result = np.fromiter((-1 if e is None else RESULTS.index(e.result) for e in evs), np.int8, n)
+    res.closed_ms = np.fromiter((0 if e is None else e.at_ms for e in evs), np.int64, n)
+    res.r = np.fromiter((0.0 if e is None else e.r_multiple for e in evs), np.float64, n)
+    res.pnl = np.fromiter((0.0 if e is None else e.pnl_percent for e in evs), np.float64, n)
+    if spec.spool is not None:
+        res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
+        with res.records.open("wb") as fh:
+            for (s, _), e in zip(ordered, evs, strict=True):
+                rec = s.to_record()
+                rec["outcome"] = (
+                    None
+                    if e is None
+                    else {
+                        "result": e.result,
+                        "at": iso_utc(e.at_ms),
+                        "price": e.price,
+                        "r_multiple": e.r_multiple,
+                    }
+                )
+                fh.write(orjson.dumps(rec, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE))
+    return res
+
+
+def charts(
+    histories: dict[tuple[str, str], Candles],
+) -> dict[str, tuple[list[int], list[float], float, float]]:
+    """Per symbol, a thinned close line (and the price range) of its first series, for the report."""
+    out: dict[str, tuple[list[int], list[float], float, float]] = {}
+    for (symbol, _tf), c in sorted(histories.items()):
+        if symbol in out or len(c) == 0:
+            continue
+        step = max(1, len(c) // CHART_POINTS)
+        out[symbol] = (
+            c.ts[::step].tolist(),
+            c.close[::step].tolist(),
+            float(c.low.min()),
+            float(c.high.max()),
+        )
+    return out

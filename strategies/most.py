@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import talib
+from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
 
 from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.model import Candidate
 from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 
 BoolArray = npt.NDArray[np.bool_]
@@ -51,22 +53,47 @@ def most_line(
 ) -> tuple[FloatArray, BoolArray, BoolArray]:
     """The MOST line of each window ending at `ends`: (line at the end, trend up at the end, one bar before).
 
-    Every window is stepped at once — one array operation per step across all windows —
-    because replay needs a fresh line for each of thousands of bars. `off` is per window.
+    Every window is stepped at once — a handful of in-place array operations per step across
+    all windows — because replay needs a fresh line for each of thousands of bars. `off` is
+    per window.
+
+    The step is rewritten so it needs no branch per trend: in "signed" prices (the EMA times
+    +1 in an up trend, -1 in a down one) both trends are the up case, and the ratcheted line
+    max(line, EMA - off) is `K - off` with K the running maximum of the signed EMA since the
+    last turn (rounding is monotonic, so max(a - off, b - off) == max(a, b) - off exactly, and
+    -(e + off) == -e - off). As off ≥ 0, the ratchet never lifts the line above this step's
+    EMA, so the trend turns exactly when the signed EMA is below the line before the step; a
+    turn restarts K at the EMA signed for the new trend. A NaN off or EMA stalls the line at
+    NaN as before. The floats are bit-identical to stepping the line itself.
     """
-    if ends.shape[0] <= _SCALAR_WINDOWS:
+    n = ends.shape[0]
+    if n <= _SCALAR_WINDOWS:
         return _most_line_scalar(ema, off, ends, window, start)
-    base = ends - (window - 1)
-    line = ema[base + start] - off
-    up = np.ones(ends.shape[0], dtype=bool)
-    prev_up = up
-    for j in range(start + 1, window):
-        e = ema[base + j]
-        held = np.where(up, np.maximum(line, e - off), np.minimum(line, e + off))
-        crossed = np.where(up, e < held, e > held)
-        prev_up, up = up, up ^ crossed
-        line = np.where(crossed, np.where(up, e - off, e + off), held)
-    return line, up, prev_up
+    steps = window - start
+    base = ends - (window - 1) + start
+    if bool((np.diff(ends) == 1).all()):
+        # Consecutive windows (replay): step j of every window is one contiguous slice.
+        b0 = int(base[0])
+        rows = sliding_window_view(ema[b0 : b0 + steps - 1 + n], n)
+    else:
+        rows = ema[base[None, :] + np.arange(steps)[:, None]]
+    peak = rows[0].copy()  # K: running max of the signed EMA since the last turn
+    sign = np.ones(n)  # +1 up, -1 down
+    signed, line, turned = np.empty(n), np.empty(n), np.empty(n, dtype=bool)
+    prev_sign = sign
+    for j in range(1, steps):
+        if j == steps - 1:
+            prev_sign = sign.copy()
+        np.multiply(sign, rows[j], out=signed)
+        np.subtract(peak, off, out=line)  # the line before this step, signed
+        np.less(signed, line, out=turned)
+        np.maximum(peak, signed, out=peak)
+        k = turned.nonzero()[0]  # turns are rare: fix those windows up by index
+        if k.shape[0]:
+            peak[k] = -signed[k]
+            sign[k] = -sign[k]
+    out: FloatArray = sign * (peak - off)
+    return out, sign > 0, prev_sign > 0
 
 
 # Below this many windows (the live path builds one) plain floats beat array operations,
@@ -141,51 +168,53 @@ class MostStrategy(Strategy[MostParams]):
         pull_long = ~reversal & up & (c.low[ends] <= e) & (close > e) & (close > prev_close)
         pull_short = ~reversal & ~up & (c.high[ends] >= e) & (close < e) & (close < prev_close)
 
-        out: list[Candidate] = []
-        for k in np.flatnonzero(reversal | pull_long | pull_short):
-            direction = Direction.LONG if up[k] else Direction.SHORT
-            kind = "REVERSAL" if reversal[k] else "PULLBACK"
-            out.append(self._candidate(int(ends[k]), direction, kind, window, float(line[k]), ema, atr_))
-        return out
+        k = np.flatnonzero(reversal | pull_long | pull_short)
+        return self._candidates(ends[k], up[k], reversal[k], close[k], line[k], e[k], a[k])
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        i: int,
-        direction: Direction,
-        kind: str,
-        window: Window,
-        most: float,
+        i: IntArray,
+        up: BoolArray,
+        reversal: BoolArray,
+        entry: FloatArray,
+        most: FloatArray,
         ema: FloatArray,
         atr_: FloatArray,
-    ) -> Candidate:
+    ) -> CandidateBatch:
         """ATR method with the MOST line as the stop: TP1/TP2/TP3 at 2.0/3.5/4.5 ATR (RISK + global).
 
         A REVERSAL's stop is EMA ∓ 2·ATR with the close beyond the EMA, so its risk always
         exceeds the 2-ATR TP1 and the R:R gate rejects it; the rule is kept as specified and
         the rejection is counted centrally.
         """
-        c = window.candles
-        entry = float(c.close[i])
-        a, e = float(atr_[i]), float(ema[i])
-        levels = self.levels.atr(direction, entry=entry, atr=a, custom_sl=most)
-        up = direction is Direction.LONG
-        if kind == "REVERSAL":
-            rationale: tuple[str, ...] = (
-                f"MOST trend turned {'up' if up else 'down'}",
-                f"EMA({self.params.ema_period}) crossed {'above' if up else 'below'} the MOST line",
-            )
-        else:
-            rationale = (
-                f"MOST trend {'up' if up else 'down'}",
-                f"bar touched EMA({self.params.ema_period}) and closed {'above' if up else 'below'} it",
-                f"close {'above' if up else 'below'} the previous close",
-            )
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            rationale=rationale,
-            metadata={"kind": kind, "most": most, "ema": e, "atr": a},
-        )
+        sign = np.where(up, 1, -1).astype(np.int8)
+        levels = self.arrays.atr(sign, entry, atr_, custom_sl=most)
+        ema_name = f"EMA({self.params.ema_period})"
+
+        def describe(row: int) -> Detail:
+            long = bool(up[row])
+            trend, side = ("up", "above") if long else ("down", "below")
+            if reversal[row]:
+                kind = "REVERSAL"
+                rationale: tuple[str, ...] = (
+                    f"MOST trend turned {trend}",
+                    f"{ema_name} crossed {side} the MOST line",
+                )
+            else:
+                kind = "PULLBACK"
+                rationale = (
+                    f"MOST trend {trend}",
+                    f"bar touched {ema_name} and closed {side} it",
+                    f"close {side} the previous close",
+                )
+            metadata = {
+                "kind": kind,
+                "most": float(most[row]),
+                "ema": float(ema[row]),
+                "atr": float(atr_[row]),
+            }
+            return rationale, metadata
+
+        return self.batch(i, sign, entry, levels, describe=describe)

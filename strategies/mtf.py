@@ -20,9 +20,10 @@ from pydantic import Field
 
 from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import DataNeeds, Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.model import Candidate
 from engine.timeframes import timeframe_seconds
-from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr, bars_from
+from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 
 # Bars the original fetched per timeframe; the engine adds `warmup` on top (see `lookback`).
 DATA_BARS = 100
@@ -146,54 +147,50 @@ class MtfStrategy(Strategy[MtfParams]):
         score = 2 * (higher[0] == base) + (higher[1] == base)
         fire = (base != 0) & (conf >= p.min_base_conf) & (score >= p.min_score) & complete
 
+        i = np.flatnonzero(fire[self.lookback - 1 :]) + (self.lookback - 1)
         atr_ = atr(c, p.atr_period, p.atr_mode)
-        out: list[Candidate] = []
-        for i in bars_from(fire, self.lookback - 1):
-            out.append(self._candidate(i, window, int(base[i]), float(conf[i]), higher, int(score[i]), atr_))
-        return out
+        return self._candidates(i, base[i], conf[i], [h[i] for h in higher], score[i], c.close[i], atr_[i])
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        i: int,
-        window: Window,
-        base: int,
-        conf: float,
+        i: IntArray,
+        base: npt.NDArray[np.int8],
+        conf: FloatArray,
         higher: list[npt.NDArray[np.int8]],
-        score: int,
+        score: IntArray,
+        entry: FloatArray,
         atr_: FloatArray,
-    ) -> Candidate:
+    ) -> CandidateBatch:
         """ATR method: SL 1.5 ATR (buffered), TP1/TP2 at 2.0/3.0 ATR, min R:R 1.3, for every strength.
 
         The original widened a STRONG signal's stop to 2.25 ATR, which made R:R 0.88 and
         failed every time; the stop is the same for both strengths here (spec decision).
         """
-        c = window.candles
-        entry = float(c.close[i])
-        a = float(atr_[i])
-        direction = Direction.LONG if base == 1 else Direction.SHORT
-        levels = self.levels.atr(direction, entry=entry, atr=a)
-        kind = "STRONG" if score == 3 else "MODERATE"
-        name = TREND_NAMES[base]
-        h_names = [TREND_NAMES[int(h[i])] for h in higher]
-        points = (2, 1)
-        rationale = (
-            f"{self.timeframe} {name}, confidence {conf:.3f} ≥ {self.params.min_base_conf:g}",
-            *(
-                f"{tf} {h} ({'+' + str(pt) if h == name else '+0'})"
-                for tf, h, pt in zip(self.higher, h_names, points, strict=True)
-            ),
-            f"{kind} confluence {score}/3",
-        )
-        metadata: dict[str, Any] = {"kind": kind, "score": score, "base_conf": conf, "atr": a}
-        for tf, h in zip(self.higher, h_names, strict=True):
-            metadata[f"trend_{tf}"] = h
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            confidence=score / 3 * 100,
-            rationale=rationale,
-            metadata=metadata,
-        )
+        sign = base  # +1 LONG, -1 SHORT: a fired bar is never NEUTRAL
+        levels = self.arrays.atr(sign, entry, atr_)
+        confidence = score / 3 * 100
+        threshold = f"{self.params.min_base_conf:g}"
+        tfs = self.higher
+
+        def describe(row: int) -> Detail:
+            name = TREND_NAMES[int(base[row])]
+            sc = int(score[row])
+            kind = "STRONG" if sc == 3 else "MODERATE"
+            h_names = [TREND_NAMES[int(h[row])] for h in higher]
+            cf = float(conf[row])
+            rationale = (
+                f"{self.timeframe} {name}, confidence {cf:.3f} ≥ {threshold}",
+                *(
+                    f"{tf} {h} ({'+' + str(pt) if h == name else '+0'})"
+                    for tf, h, pt in zip(tfs, h_names, (2, 1), strict=True)
+                ),
+                f"{kind} confluence {sc}/3",
+            )
+            metadata: dict[str, Any] = {"kind": kind, "score": sc, "base_conf": cf, "atr": float(atr_[row])}
+            for tf, h in zip(tfs, h_names, strict=True):
+                metadata[f"trend_{tf}"] = h
+            return rationale, metadata
+
+        return self.batch(i, sign, entry, levels, describe=describe, confidence=confidence)

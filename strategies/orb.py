@@ -23,7 +23,8 @@ from pydantic import Field, field_validator
 
 from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.model import Candidate
 from engine.timeframes import timeframe_seconds
 from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 
@@ -81,39 +82,49 @@ def stage_events(
     vol_ok: npt.NDArray[np.bool_] | None,
     min_bars: int,
     max_cycles: int,
-) -> npt.NDArray[np.int8]:
-    """The state machine of a stage, solved on runs of equal position codes.
+) -> tuple[IntArray, npt.NDArray[np.int8]]:
+    """The state machine of every stage, solved on runs of equal position codes.
 
-    `code` is +1 above the range, -1 below, 0 inside, INACTIVE before the range exists. A
-    breakout ends on the first bar that leaves its side (inside: the retest; the opposite side
-    or a new session: silently), so no breakout is ever open when a run starts. Hence each run
-    outside fires at most one breakout — on its `min_bars`-th bar, or with the volume filter
-    the first bar from there on that passes it — subject to the session's cycle cap, and a run
-    that fired is followed by a retest exactly when the next run is inside. Only run starts
-    and fired bars are touched, so the cost is in runs, not bars.
+    `code` is (stages, bars): +1 above the range, -1 below, 0 inside, INACTIVE before the
+    range exists. A breakout ends on the first bar that leaves its side (inside: the retest;
+    the opposite side or a new session: silently), so no breakout is ever open when a run
+    starts. Hence each run outside fires at most one breakout — on its `min_bars`-th bar, or
+    with the volume filter the first bar from there on that passes it — subject to the
+    session's cycle cap, and a run that fired is followed by a retest exactly when the next
+    run is inside. The stages are laid end to end (each starts INACTIVE, so no run crosses
+    two) and only run starts and fired bars are touched, so the cost is in runs, not bars.
+
+    Returns the events as flat positions (stage · bars + bar, distinct) and their codes.
     """
-    n = code.shape[0]
-    new = np.ones(n, dtype=bool)
-    new[1:] = code[1:] != code[:-1]
+    rows, n = code.shape
+    flat = code.ravel()
+    m = flat.shape[0]
+    new = np.ones(m, dtype=bool)
+    new[1:] = flat[1:] != flat[:-1]
     starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n)
-    rcode = code[starts]
-    ok_bars = None if vol_ok is None else np.flatnonzero(vol_ok)
-    out = np.zeros(n, dtype=np.int8)
+    ends = np.append(starts[1:], m)
+    rcode = flat[starts]
+    long_enough = ends - starts >= min_bars
+    ok_bars = None if vol_ok is None else (np.flatnonzero(vol_ok) + n * np.arange(rows)[:, None]).ravel()
+    sessions = int(session[-1]) + 1
+    where: list[IntArray] = []
+    what: list[npt.NDArray[np.int8]] = []
     for side, brk, ret in ((1, BREAKOUT_UP, RETEST_UP), (-1, BREAKOUT_DOWN, RETEST_DOWN)):
-        runs = np.flatnonzero((rcode == side) & (ends - starts >= min_bars))
+        runs = np.flatnonzero((rcode == side) & long_enough)
         at = starts[runs] + (min_bars - 1)
         if ok_bars is not None:
             k = np.searchsorted(ok_bars, at)
             nxt = ok_bars[np.minimum(k, ok_bars.shape[0] - 1)] if ok_bars.shape[0] else at
             inside_run = (k < ok_bars.shape[0]) & (nxt < ends[runs])
             runs, at = runs[inside_run], nxt[inside_run]
-        keep = rank_in_group(session[at]) <= max_cycles
+        stage, bar = np.divmod(at, n)
+        keep = rank_in_group(stage * sessions + session[bar]) <= max_cycles
         runs, at = runs[keep], at[keep]
-        out[at] = brk
         following = runs[runs + 1 < starts.shape[0]] + 1
-        out[starts[following[rcode[following] == 0]]] = ret
-    return out
+        retest = starts[following[rcode[following] == 0]]
+        where += [at, retest]
+        what += [np.full(at.shape[0], brk, dtype=np.int8), np.full(retest.shape[0], ret, dtype=np.int8)]
+    return np.concatenate(where), np.concatenate(what)
 
 
 def session_ranges(
@@ -165,69 +176,72 @@ class OrbStrategy(Strategy[OrbParams]):
         new_session[1:] = day[1:] != day[:-1]
         starts = np.flatnonzero(new_session)
         lengths = np.diff(np.append(starts, n))
-        session = np.cumsum(new_session) - 1
-        pos = np.arange(n) - starts[session]
+        session = np.repeat(np.arange(starts.shape[0]), lengths)
+        pos = np.arange(n) - np.repeat(starts, lengths)
 
         vol_ok = None
         if p.volume_filter:
             vma = np.asarray(talib.SMA(c.volume, timeperiod=p.volume_ma_length), dtype=np.float64)
-            vol_ok = np.tile(c.volume > p.volume_mult * vma, len(p.stages))
+            vol_ok = c.volume > p.volume_mult * vma
 
-        # All stages at once: rows are stages, laid end to end for the run logic. Each row
-        # starts with an INACTIVE bar (position 0 of a session), so no run crosses rows.
+        # All stages at once: rows are stages, columns bars.
         sizes = np.asarray(p.stages, dtype=np.int64)
-        rows = sizes.shape[0]
         hi_s, lo_s = session_ranges(c, starts, lengths, sizes)
-        hi, lo = np.repeat(hi_s, lengths, axis=1), np.repeat(lo_s, lengths, axis=1)
         buf = p.breakout_buffer_pct / 100.0
-        code = (c.close > hi * (1.0 + buf)).view(np.int8) - (c.close < lo * (1.0 - buf)).view(np.int8)
+        # Each bar's upper threshold, then (in the same buffer) its lower one.
+        level = np.take(hi_s * (1.0 + buf), session, axis=1)
+        above = c.close > level
+        np.take(lo_s * (1.0 - buf), session, axis=1, out=level)
+        code = above.view(np.int8) - (c.close < level).view(np.int8)
         code[pos < sizes[:, None]] = INACTIVE
-        flat_session = (session + (int(session[-1]) + 1) * np.arange(rows)[:, None]).ravel()
-        flat = stage_events(code.ravel(), flat_session, vol_ok, p.min_bars_outside, p.max_cycles)
-        ev = flat.reshape(rows, n)
+        flat, ev = stage_events(code, session, vol_ok, p.min_bars_outside, p.max_cycles)
+
         # One event per bar: the first stage, in the configured order, that has one.
-        event = np.zeros(n, dtype=np.int8)
-        row = np.zeros(n, dtype=np.int64)
-        for k in range(rows - 1, -1, -1):
-            hit = np.flatnonzero(ev[k])
-            event[hit], row[hit] = ev[k, hit], k
+        r, at = np.divmod(flat, n)
+        order = np.lexsort((r, at))
+        at, r, ev = at[order], r[order], ev[order]
+        first = np.ones(at.shape[0], dtype=bool)
+        first[1:] = at[1:] != at[:-1]
+        first &= at >= self.lookback - 1
+        at, r, ev = at[first], r[first], ev[first]
 
         atr_ = atr(c, p.atr_period, p.atr_mode)
-        first = self.lookback - 1
-        at = np.flatnonzero(event[first:]) + first
-        r = row[at]
-        return [
-            self._candidate(*args)
-            for args in zip(
-                at.tolist(),
-                event[at].tolist(),
-                sizes[r].tolist(),
-                c.close[at].tolist(),
-                hi[r, at].tolist(),
-                lo[r, at].tolist(),
-                atr_[at].tolist(),
-                strict=True,
-            )
-        ]
+        d = session[at]
+        return self._candidates(at, ev, sizes[r], c.close[at], hi_s[r, d], lo_s[r, d], atr_[at])
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
-        self, i: int, ev: int, size: int, entry: float, hi: float, lo: float, a: float
-    ) -> Candidate:
+    def _candidates(
+        self,
+        at: IntArray,
+        ev: npt.NDArray[np.int8],
+        size: IntArray,
+        entry: FloatArray,
+        hi: FloatArray,
+        lo: FloatArray,
+        atr_: FloatArray,
+    ) -> CandidateBatch:
         """ATR method with global risk: SL 1.5 ATR (+0.75 % buffer), TP1/2/3 at 2.0/3.0/4.5 ATR."""
-        long = ev in (BREAKOUT_UP, RETEST_UP)
-        direction = Direction.LONG if long else Direction.SHORT
-        edge = "high" if long else "low"
-        if ev in (BREAKOUT_UP, BREAKOUT_DOWN):
-            side = "above" if long else "below"
-            what = f"{self.params.min_bars_outside}+ consecutive closes {side} the ORB{size} {edge}"
-        else:
-            what = f"close back inside ORB{size} after a breakout of its {edge}: retest"
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=self.levels.atr(direction, entry=entry, atr=a),
-            rationale=(f"ORB{size} {lo:.8g} to {hi:.8g} (session from 00:00 UTC)", what),
-            metadata={"kind": EVENTS[ev], "stage": size, "orb_high": hi, "orb_low": lo, "atr": a},
-        )
+        long = (ev == BREAKOUT_UP) | (ev == RETEST_UP)
+        sign = np.where(long, 1, -1).astype(np.int8)
+        levels = self.arrays.atr(sign, entry, atr_)
+        min_bars = self.params.min_bars_outside
+
+        def describe(row: int) -> Detail:
+            e, n = int(ev[row]), int(size[row])
+            h, lw = float(hi[row]), float(lo[row])
+            up = e in (BREAKOUT_UP, RETEST_UP)
+            edge = "high" if up else "low"
+            if e in (BREAKOUT_UP, BREAKOUT_DOWN):
+                what = f"{min_bars}+ consecutive closes {'above' if up else 'below'} the ORB{n} {edge}"
+            else:
+                what = f"close back inside ORB{n} after a breakout of its {edge}: retest"
+            return (f"ORB{n} {lw:.8g} to {h:.8g} (session from 00:00 UTC)", what), {
+                "kind": EVENTS[e],
+                "stage": n,
+                "orb_high": h,
+                "orb_low": lw,
+                "atr": float(atr_[row]),
+            }
+
+        return self.batch(at, sign, entry, levels, describe=describe)

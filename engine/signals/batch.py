@@ -85,6 +85,8 @@ class CandidateBatch(Sequence[Candidate]):
         """
         b = np.asarray(bar, dtype=np.int64).reshape(-1)
         n = b.shape[0]
+        if n == 0:
+            return cls.empty(settings)
         sg = np.asarray(sign, dtype=np.int8).reshape(-1)
         en = np.asarray(entry, dtype=np.float64).reshape(-1)
         sl = np.asarray(levels.stop_loss, dtype=np.float64).reshape(-1)
@@ -102,7 +104,7 @@ class CandidateBatch(Sequence[Candidate]):
         if tps.shape[0] != n:
             raise ValueError(f"column lengths differ: bar {n}, take_profits {tps.shape[0]}")
         tps = tps.reshape(n, tps.shape[1] if tps.ndim == 2 else (tps.size // n if n else 0))
-        if not bool(np.isin(sg, (-1, 1)).all()):
+        if not bool(((sg == 1) | (sg == -1)).all()):
             raise ValueError("sign must be +1 (LONG) or -1 (SHORT)")
         if sub_keys is not None and len(sub_keys) != n:
             raise ValueError(f"{len(sub_keys)} sub-keys for {n} rows")
@@ -112,7 +114,7 @@ class CandidateBatch(Sequence[Candidate]):
             entry=en,
             stop_loss=sl,
             take_profits=tps,
-            valid=validate_arrays(sg, en, sl, tps, gt, settings),
+            valid=_verdicts(sg, en, sl, tps, gt, settings),
             gate=gt,
             confidence=conf,
             row=np.arange(n, dtype=np.int64),
@@ -124,8 +126,9 @@ class CandidateBatch(Sequence[Candidate]):
 
     @classmethod
     def empty(cls, settings: RiskSettings | None = None) -> CandidateBatch:
-        """No candidates."""
-        return cls.from_candidates((), settings)
+        """No candidates (the live path's usual answer, so it costs next to nothing)."""
+        f, i = _EMPTY_F, _EMPTY_I
+        return cls(i, _EMPTY_I8, f, f, _EMPTY_TPS, _EMPTY_B, _EMPTY_B, f, i, settings or _DEFAULT_RISK)
 
     @classmethod
     def from_candidates(
@@ -310,6 +313,58 @@ class CandidateBatch(Sequence[Candidate]):
             metadata=metadata,
             sub_key=self.sub_key(i),
         )
+
+
+# Below this many rows the scalar gate is cheaper than some thirty array operations; the
+# live path usually has zero or one candidate per call. Both gates agree (tests/signals).
+SCALAR_ROWS = 16
+
+
+def _verdicts(
+    sign: npt.NDArray[np.int8],
+    entry: FloatArray,
+    stop_loss: FloatArray,
+    take_profits: FloatArray,
+    gate: BoolArray,
+    settings: RiskSettings,
+) -> BoolArray:
+    n = entry.shape[0]
+    if n > SCALAR_ROWS:
+        return validate_arrays(sign, entry, stop_loss, take_profits, gate, settings)
+    out = np.empty(n, dtype=np.bool_)
+    for i, (s, e, sl, tps, g) in enumerate(
+        zip(
+            sign.tolist(),
+            entry.tolist(),
+            stop_loss.tolist(),
+            take_profits.tolist(),
+            gate.tolist(),
+            strict=True,
+        )
+    ):
+        while tps and tps[-1] != tps[-1]:  # trailing NaN: padding
+            tps.pop()
+        out[i] = validate_levels(
+            Direction.LONG if s > 0 else Direction.SHORT,
+            e,
+            sl,
+            tps,
+            min_rr=settings.min_rr,
+            max_sl_percent=settings.max_sl_percent,
+            min_sl_percent=settings.min_sl_percent,
+            gate=g,
+        ).valid
+    return out
+
+
+_EMPTY_F: FloatArray = np.empty(0, dtype=np.float64)
+_EMPTY_I: IntArray = np.empty(0, dtype=np.int64)
+_EMPTY_I8: npt.NDArray[np.int8] = np.empty(0, dtype=np.int8)
+_EMPTY_B: BoolArray = np.empty(0, dtype=np.bool_)
+_EMPTY_TPS: FloatArray = np.empty((0, 0), dtype=np.float64)
+_DEFAULT_RISK = RiskSettings()
+for _a in (_EMPTY_F, _EMPTY_I, _EMPTY_I8, _EMPTY_B, _EMPTY_TPS):
+    _a.flags.writeable = False
 
 
 def as_batch(result: Sequence[Candidate], settings: RiskSettings | None = None) -> CandidateBatch:

@@ -18,7 +18,14 @@ from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch, as_batch
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.cooldown import Cooldowns
-from engine.signals.levels import ArrayLevels, LevelArrays, RiskSettings, TpSlCalculator, validate_levels
+from engine.signals.levels import (
+    ArrayLevels,
+    LevelArrays,
+    RiskSettings,
+    TpSlCalculator,
+    validate_arrays,
+    validate_levels,
+)
 from engine.signals.model import Candidate, Direction
 
 price = st.one_of(
@@ -55,18 +62,25 @@ def columns(rows: list[tuple[int, float, float, list[float], bool]]) -> tuple[np
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=st.lists(row, min_size=1, max_size=8), rs=risk_settings)
+@given(rows=st.lists(row, min_size=1, max_size=12), rs=risk_settings)
 def test_array_verdict_equals_the_scalar_gate_row_by_row(
     rows: list[tuple[int, float, float, list[float], bool]], rs: RiskSettings
 ) -> None:
     sign, entry, sl, tps, gate = columns(rows)
-    batch = CandidateBatch.build(rs, np.arange(len(rows)), sign, entry, LevelArrays(sl, tps), gate=gate)
-    for i in range(len(batch)):
-        r = rows[int(batch.row[i])]
+    arrays = validate_arrays(sign, entry, sl, tps, gate, rs)  # what long batches use
+    # padded to many rows, so build() takes the array gate too
+    many = CandidateBatch.build(
+        rs,
+        np.arange(len(rows) * 3),
+        np.tile(sign, 3),
+        np.tile(entry, 3),
+        LevelArrays(np.tile(sl, 3), np.tile(tps, (3, 1))),
+        gate=np.tile(gate, 3),
+    )
+    small = CandidateBatch.build(rs, np.arange(len(rows)), sign, entry, LevelArrays(sl, tps), gate=gate)
+    for i, r in enumerate(rows):
         # trailing NaNs are padding; what the row really has is what the scalar gate sees
-        targets = list(r[3])
-        k = tps.shape[1]
-        targets += [math.nan] * (k - len(targets))
+        targets = list(r[3]) + [math.nan] * (tps.shape[1] - len(r[3]))
         while targets and math.isnan(targets[-1]):
             targets.pop()
         want = validate_levels(
@@ -79,8 +93,9 @@ def test_array_verdict_equals_the_scalar_gate_row_by_row(
             min_sl_percent=rs.min_sl_percent,
             gate=r[4],
         )
-        assert bool(batch.valid[i]) == want.valid, (r, want.reason)
-        assert batch.levels(i).valid == want.valid
+        assert bool(arrays[i]) == want.valid, (r, want.reason)
+        assert bool(small.valid[i]) == want.valid and small.levels(i).reason == want.reason
+        assert bool(many.valid[many.row == i][0]) == want.valid
 
 
 def same_floats(a: object, b: object) -> bool:

@@ -45,11 +45,19 @@ def _centred_extreme(values: FloatArray, span: int, rolling: Callable[..., Any])
 
 def latest_known(is_swing: BoolArray, span: int) -> IntArray:
     """For each bar t, the index of the latest swing confirmed by t (i + span ≤ t), -1 if none."""
+    return known_swings(is_swing, span, 1)[0]
+
+
+def known_swings(is_swing: BoolArray, span: int, depth: int) -> list[IntArray]:
+    """The latest `depth` swings confirmed by each bar t, newest first: [latest, the one before
+    it, ...], each -1 where there are not that many."""
     n = is_swing.shape[0]
-    seen = np.full(n, -1, dtype=np.int64)
-    pos = np.flatnonzero(is_swing)
-    seen[pos + span] = pos
-    return np.maximum.accumulate(seen) if n else seen
+    # Swings at or before t - span, counted (a cumulative sum, much cheaper than a running max),
+    # pick their indices from the list of swing bars; a count too low picks one of the -1s.
+    known = np.zeros(n, dtype=np.int64)
+    known[span:] = np.cumsum(is_swing[: max(n - span, 0)])
+    at = np.concatenate((np.full(depth, -1, dtype=np.int64), np.flatnonzero(is_swing)))
+    return [at[known + (depth - 1 - j)] for j in range(depth)]
 
 
 def previous_swing(is_swing: BoolArray) -> IntArray:
@@ -58,6 +66,34 @@ def previous_swing(is_swing: BoolArray) -> IntArray:
     pos = np.flatnonzero(is_swing)
     prev[pos[1:]] = pos[:-1]
     return prev
+
+
+def held_since(
+    values: FloatArray, is_swing: BoolArray, latest: IntArray, span: int, *, maximum: bool
+) -> BoolArray:
+    """For each bar t, whether no bar after its latest known swing s = latest[t] went beyond it:
+    values[s+1..t] all ≤ values[s] for swing highs (`maximum`), all ≥ for swing lows; False
+    where there is no swing. A NaN counts as beyond, as in a RangeExtreme query. `is_swing`
+    comes from swing_highs / swing_lows with this `span`, and `latest` from latest_known.
+
+    One pass instead of a range query per bar: every t with the same s lies in s+L..(next
+    swing)+L-1, so a bar j ≥ s+L is checked against the swing in force at j (latest[j] = s), and
+    the bars s+1..s+L-1, which belong to the previous swing's stretch, once per swing (a
+    failure there is booked on bar s+L). Then t held iff no bar in s+L..t is beyond.
+    """
+    n = values.shape[0]
+    s = np.maximum(latest, 0)
+    beyond = ~(values <= values[s] if maximum else values >= values[s])
+    # s+1..s+L-1 lie in the swing's own window, so only a NaN there (which also leaves TA-Lib's
+    # rolling extreme unreliable) can put one beyond it.
+    if span > 1 and np.isnan(values).any():
+        pos = np.flatnonzero(is_swing)  # pos + span < n: swings are marked with L bars right of them
+        near = values[pos[:, None] + np.arange(1, span)]
+        ok = near <= values[pos, None] if maximum else near >= values[pos, None]
+        beyond[pos + span] |= ~ok.all(axis=1)
+    count = np.cumsum(beyond)
+    before = count[np.minimum(s + span - 1, n - 1)]  # clipped only where latest = -1
+    return np.asarray((latest >= 0) & (count == before), dtype=np.bool_)
 
 
 class RangeExtreme:

@@ -18,8 +18,8 @@ from pydantic import Field
 
 from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
+from engine.signals.batch import CandidateBatch, Detail
 from engine.signals.model import Candidate, Direction
-from strategies._common import bars_from
 
 # (name, direction) in the spec's first-match order. The colour of P decides the direction
 # of every pattern (green → LONG, red → SHORT), so the order only picks the name and stop.
@@ -32,6 +32,7 @@ PATTERNS: tuple[tuple[str, Direction], ...] = (
     ("Evening Star", Direction.SHORT),
 )
 HAMMER, SHOOTING_STAR = 0, 1
+IS_LONG = np.array([d is Direction.LONG for _, d in PATTERNS])
 
 
 class CandlestickParams(StrategyParams):
@@ -55,55 +56,57 @@ class CandlestickParams(StrategyParams):
     )
 
 
-def _shift(x: FloatArray, k: int) -> FloatArray:
-    """x[i-k] at i (NaN for the first k bars), so masks never read a wrapped-around bar."""
-    out = np.full_like(x, np.nan)
-    out[k:] = x[: x.shape[0] - k]
-    return out
+def pattern_codes(c: Candles, p: CandlestickParams, start: int, sma: FloatArray) -> IntArray:
+    """Index into PATTERNS of the first pattern completed at each bar from `start` (≥ 2) on that
+    is on the side of the trend filter `sma` (same rows), -1 where none.
 
-
-def pattern_codes(c: Candles, p: CandlestickParams) -> IntArray:
-    """Index into PATTERNS of the first pattern completed at each bar, -1 where none."""
-    o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
+    The colour of P decides the side, so "green above SMA" stands in for green in every LONG
+    shape and "red below SMA" for red in every SHORT one: a bar on the wrong side matches
+    nothing, as if the filter were applied afterwards (a NaN SMA compares False). P1 and P2
+    are read through views shifted by one and two bars, so no mask reads a wrapped-around bar.
+    """
+    n = len(c)
+    o, h, lo, cl, v = c.open[start:], c.high[start:], c.low[start:], c.close[start:], c.volume[start:]
+    o1, c1, v1 = c.open[start - 1 : n - 1], c.close[start - 1 : n - 1], c.volume[start - 1 : n - 1]
+    o2, c2 = c.open[start - 2 : n - 2], c.close[start - 2 : n - 2]
     body = np.abs(cl - o)
     upper = h - np.maximum(o, cl)
     lower = np.minimum(o, cl) - lo
-    green, red = cl > o, cl < o
-    o1, c1, v1 = _shift(o, 1), _shift(cl, 1), _shift(v, 1)
-    o2, c2 = _shift(o, 2), _shift(cl, 2)
+    green, red = (cl > o) & (cl > sma), (cl < o) & (cl < sma)
     body1, body2 = np.abs(c1 - o1), np.abs(c2 - o2)
-    green1, red1, green2, red2 = c1 > o1, c1 < o1, c2 > o2, c2 < o2
+    long_shadow, short_shadow = p.shadow_ratio * body, p.short_shadow_ratio * body
+    engulfs = (body > p.engulf_body_ratio * body1) & (v > v1)
     small_star = body1 < p.star_body_ratio * (body2 + body) / 2.0
     mid2 = (o2 + c2) / 2.0
 
     masks = (
-        green & (lower > p.shadow_ratio * body) & (upper < p.short_shadow_ratio * body),
-        red & (upper > p.shadow_ratio * body) & (lower < p.short_shadow_ratio * body),
-        red1 & green & (o <= c1) & (cl >= o1) & (body > p.engulf_body_ratio * body1) & (v > v1),
-        green1 & red & (o >= c1) & (cl <= o1) & (body > p.engulf_body_ratio * body1) & (v > v1),
-        red2 & small_star & green & (cl > mid2),
-        green2 & small_star & red & (cl < mid2),
+        green & (lower > long_shadow) & (upper < short_shadow),
+        red & (upper > long_shadow) & (lower < short_shadow),
+        green & (c1 < o1) & (o <= c1) & (cl >= o1) & engulfs,
+        red & (c1 > o1) & (o >= c1) & (cl <= o1) & engulfs,
+        green & (c2 < o2) & small_star & (cl > mid2),
+        red & (c2 > o2) & small_star & (cl < mid2),
     )
-    code = np.full(len(c), -1, dtype=np.int64)
+    code = np.full(n - start, -1, dtype=np.int64)
     for k in range(len(masks) - 1, -1, -1):  # last to first, so the first match wins
         code[masks[k]] = k
     return code
 
 
-def stops(c: Candles, code: IntArray, p: CandlestickParams) -> FloatArray:
-    """The stop basis at each bar, before the calculator's buffer.
+def stops(c: Candles, i: IntArray, code: IntArray, p: CandlestickParams) -> FloatArray:
+    """The stop basis at bars `i` (each ≥ 2) with pattern `code`, before the calculator's buffer.
 
     Read from the pattern candle P (and P1, P2): the original read the forming candle after
     it (spec defect). Hammer / Shooting Star: a tenth of P's range beyond its wick; the
     three-candle and engulfing patterns: the extreme of P2..P, scaled.
     """
-    rng = c.high - c.low
-    low3 = np.minimum(np.minimum(c.low, _shift(c.low, 1)), _shift(c.low, 2))
-    high3 = np.maximum(np.maximum(c.high, _shift(c.high, 1)), _shift(c.high, 2))
-    is_long = np.isin(code, [k for k, (_, d) in enumerate(PATTERNS) if d is Direction.LONG])
-    stop = np.where(is_long, low3 * p.long_stop_factor, high3 * p.short_stop_factor)
-    stop = np.where(code == HAMMER, c.low - p.wick_stop * rng, stop)
-    return np.where(code == SHOOTING_STAR, c.high + p.wick_stop * rng, stop)
+    low, high = c.low[i], c.high[i]
+    rng = high - low
+    low3 = np.minimum(np.minimum(low, c.low[i - 1]), c.low[i - 2])
+    high3 = np.maximum(np.maximum(high, c.high[i - 1]), c.high[i - 2])
+    stop = np.where(IS_LONG[code], low3 * p.long_stop_factor, high3 * p.short_stop_factor)
+    stop = np.where(code == HAMMER, low - p.wick_stop * rng, stop)
+    return np.asarray(np.where(code == SHOOTING_STAR, high + p.wick_stop * rng, stop), dtype=np.float64)
 
 
 class CandlestickStrategy(Strategy[CandlestickParams]):
@@ -132,47 +135,37 @@ class CandlestickStrategy(Strategy[CandlestickParams]):
         if len(c) < self.lookback:
             return []
         p = self.params
-        code = pattern_codes(c, p)
-        sma = np.asarray(talib.SMA(c.close, timeperiod=p.sma_period), dtype=np.float64)
-        is_long = np.array([d is Direction.LONG for _, d in PATTERNS])[np.maximum(code, 0)]
-        # NaN SMA compares False, so bars without a full SMA never fire.
-        ok = (code >= 0) & np.where(is_long, c.close > sma, c.close < sma)
-        idx = bars_from(ok, self.lookback - 1)
-        if not idx:
+        first = self.lookback - 1  # ≥ 2: P2 exists at every bar looked at
+        sma = np.asarray(talib.SMA(c.close, timeperiod=p.sma_period), dtype=np.float64)[first:]
+        code = pattern_codes(c, p, first, sma)
+        k = np.flatnonzero(code >= 0)
+        if not k.size:
             return []
-        return [
-            self._candidate(*row)
-            for row in zip(
-                idx,
-                code[idx].tolist(),
-                c.close[idx].tolist(),
-                stops(c, code, p)[idx].tolist(),
-                sma[idx].tolist(),
-                strict=True,
-            )
-        ]
+        return self._candidates(c, k + first, code[k], sma[k])
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(self, i: int, code: int, entry: float, stop: float, sma: float) -> Candidate:
+    def _candidates(self, c: Candles, i: IntArray, code: IntArray, sma: FloatArray) -> CandidateBatch:
         """STRUCTURE method on the pattern's stop (+0.75% buffer): TP1/TP2 at 1.5R/2.5R, min R:R 1.3.
 
         Invalid levels are returned flagged for the engine to reject; the original sent a
         fallback instead (spec defect).
         """
-        name, direction = PATTERNS[code]
-        long_ = direction is Direction.LONG
-        if long_:
-            levels = self.levels.structure(direction, entry, swing_low=stop)
-        else:
-            levels = self.levels.structure(direction, entry, swing_high=stop)
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            rationale=(
-                f"{name} candle",
-                f"close {'above' if long_ else 'below'} SMA({self.params.sma_period}) {sma:.8g}",
-            ),
-            metadata={"pattern": name, "sma": sma, "stop_basis": stop},
-        )
+        p = self.params
+        entry = c.close[i]
+        stop = stops(c, i, code, p)
+        sign = np.where(IS_LONG[code], 1, -1).astype(np.int8)
+        levels = self.arrays.structure(sign, entry, stop)
+        period = p.sma_period
+
+        def describe(row: int) -> Detail:
+            name, direction = PATTERNS[int(code[row])]
+            m, s = float(sma[row]), float(stop[row])
+            side = "above" if direction is Direction.LONG else "below"
+            return (f"{name} candle", f"close {side} SMA({period}) {m:.8g}"), {
+                "pattern": name,
+                "sma": m,
+                "stop_basis": s,
+            }
+
+        return self.batch(i, sign, entry, levels, describe=describe)

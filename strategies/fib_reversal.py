@@ -15,11 +15,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from engine.market.candles import FloatArray
+from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
-from strategies._common import bars_from
-from strategies._swings import BoolArray, RangeExtreme, latest_known, swing_highs, swing_lows
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.model import Candidate
+from strategies._swings import BoolArray, held_since, latest_known, swing_highs, swing_lows
 
 Preset = Literal["fast", "medium", "safe"]
 # (swing lookback L, confirmation bars) of the original's presets.
@@ -98,37 +98,42 @@ class FibReversalStrategy(Strategy[FibReversalParams]):
             return []
         p = self.params
         span = p.span
-        t = np.arange(self.lookback - 1, n, dtype=np.int64)
-        hi_i = latest_known(swing_highs(c.high, span), span)[t]
-        lo_i = latest_known(swing_lows(c.low, span), span)[t]
+        first = self.lookback - 1  # rows below are bars first..n-1
+        t = np.arange(first, n)
+        is_hi, is_lo = swing_highs(c.high, span), swing_lows(c.low, span)
+        hi_known, lo_known = latest_known(is_hi, span), latest_known(is_lo, span)
+        hi_i, lo_i = hi_known[first:], lo_known[first:]
         # Only swings whose left side lies inside the window ending at t count.
         oldest = t - p.window + 1 + span
         have = (hi_i >= oldest) & (lo_i >= oldest)
-        hi_c, lo_c = np.maximum(hi_i, 0), np.maximum(lo_i, 0)
-        high, low = c.high[hi_c], c.low[lo_c]
-        rng = high - low
 
         # Newer swing high: an up-swing being retraced (LONG) if the low that started it holds.
         # The older swing is always more than L ≥ confirmation bars back with the presets.
-        lowest_since = RangeExtreme(c.low, maximum=False).query(lo_c + 1, t)
-        highest_since = RangeExtreme(c.high, maximum=True).query(hi_c + 1, t)
-        up = have & (hi_i > lo_i) & (t - lo_i >= p.confirm) & (lowest_since >= low)
-        down = have & (lo_i > hi_i) & (t - hi_i >= p.confirm) & (highest_since <= high)
-        up &= rng > 0
-        down &= rng > 0
+        low_held = held_since(c.low, is_lo, lo_known, span, maximum=False)[first:]
+        high_held = held_since(c.high, is_hi, hi_known, span, maximum=True)[first:]
+        up = have & (hi_i > lo_i) & (t - lo_i >= p.confirm) & low_held
+        down = have & (lo_i > hi_i) & (t - hi_i >= p.confirm) & high_held
 
-        level, zone = self._zone(c.close[t], high, low, rng, up)
-        o, cl, h, lo = c.open[t], c.close[t], c.high[t], c.low[t]
+        # The bar must push back: green or a long lower wick for a LONG, mirrored for a SHORT.
+        o, cl, h, lo = c.open[first:], c.close[first:], c.high[first:], c.low[first:]
         body = np.abs(cl - o)
         long_ok = (cl >= o) | ((body > 0) & (np.minimum(o, cl) - lo >= 2 * body))
         short_ok = (cl <= o) | ((body > 0) & (h - np.maximum(o, cl) >= 2 * body))
-        hit = ~np.isnan(level)
-        fire_long = up & hit & long_ok
-        fire_short = down & hit & short_ok
 
-        ks = np.asarray(bars_from(fire_long | fire_short, 0), dtype=np.int64)
-        columns = (t, fire_long, level, zone, hi_i, high, lo_i, low, cl, cl >= o, cl <= o)
-        return [self._candidate(*row) for row in zip(*(col[ks].tolist() for col in columns), strict=True)]
+        # Only those rows are worth the zone test.
+        k = np.flatnonzero((up & long_ok) | (down & short_ok))
+        up, hi_at, lo_at = up[k], hi_i[k], lo_i[k]
+        high, low = c.high[hi_at], c.low[lo_at]
+        rng = high - low
+        i, entry = k + first, cl[k]
+        level, pocket = self._zone(entry, high, low, rng, up)
+        j = np.flatnonzero((rng > 0) & ~np.isnan(level))
+        if not j.size:
+            return []
+        i = i[j]
+        return self._candidates(
+            i, up[j], level[j], pocket[j], hi_at[j], high[j], lo_at[j], low[j], entry[j], c.open[i]
+        )
 
     def _zone(
         self, close: FloatArray, high: FloatArray, low: FloatArray, rng: FloatArray, up: BoolArray
@@ -140,67 +145,67 @@ class FibReversalStrategy(Strategy[FibReversalParams]):
         """
         p = self.params
         base = np.where(up, high, low)
-        sign = np.where(up, -1.0, 1.0)
+        # ∓R formed once: f·(∓R) is exactly (∓1·f)·R, as rounding is symmetric about zero.
+        signed = np.where(up, -rng, rng)
 
         def lvl(f: float) -> FloatArray:
-            return np.asarray(base + sign * f * rng, dtype=np.float64)
+            return np.asarray(base + f * signed, dtype=np.float64)
 
         g1, g2 = lvl(GOLDEN_POCKET[0]), lvl(GOLDEN_POCKET[1])
         pad = p.pocket_pad * rng
         pocket = (close >= np.minimum(g1, g2) - pad) & (close <= np.maximum(g1, g2) + pad)
-        level = np.where(pocket, GOLDEN_POCKET[0], np.nan)
-        for f in STANDARD_LEVELS:
-            near = np.isnan(level) & (np.abs(close - lvl(f)) < p.tolerance * rng)
-            level = np.where(near, f, level)
+        # The first zone hit wins, so they are laid down last to first.
+        near = p.tolerance * rng
+        level = np.full(close.shape, np.nan)
+        for f in reversed(STANDARD_LEVELS):
+            level = np.where(np.abs(close - lvl(f)) < near, f, level)
+        level = np.where(pocket, GOLDEN_POCKET[0], level)
         return level, pocket
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        i: int,
-        up: bool,
-        level: float,
-        pocket: bool,
-        hi_at: int,
-        high: float,
-        lo_at: int,
-        low: float,
-        entry: float,
-        green: bool,
-        red: bool,
-    ) -> Candidate:
+        i: IntArray,
+        up: BoolArray,
+        level: FloatArray,
+        pocket: BoolArray,
+        hi_at: IntArray,
+        high: FloatArray,
+        lo_at: IntArray,
+        low: FloatArray,
+        entry: FloatArray,
+        open_: FloatArray,
+    ) -> CandidateBatch:
         """STRUCTURE method on the older swing: SL beyond it by the 0.75% buffer, TP1/TP2 at 2.0/3.5 R."""
-        rng = high - low
-        if up:
-            direction = Direction.LONG
-            levels = self.levels.structure(direction, entry, swing_low=low)
-            fib_price = high - level * rng
-            support = "close ≥ open" if green else "lower wick ≥ 2x body"
-            swing = f"up-swing {low:.8g} → {high:.8g} (high {i - hi_at} bars ago), low unbroken"
-        else:
-            direction = Direction.SHORT
-            levels = self.levels.structure(direction, entry, swing_high=high)
-            fib_price = low + level * rng
-            support = "close ≤ open" if red else "upper wick ≥ 2x body"
-            swing = f"down-swing {high:.8g} → {low:.8g} (low {i - lo_at} bars ago), high unbroken"
-        where = "golden pocket 61.8-65%" if pocket else f"{level * 100:.1f}% retracement"
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            rationale=(
+        sign = np.where(up, 1, -1).astype(np.int8)
+        levels = self.arrays.structure(sign, entry, np.where(up, low, high))
+
+        def describe(row: int) -> Detail:
+            lvl, hi, lo, close = float(level[row]), float(high[row]), float(low[row]), float(entry[row])
+            hi_ago, lo_ago = int(i[row] - hi_at[row]), int(i[row] - lo_at[row])
+            rng = hi - lo
+            if up[row]:
+                fib_price = hi - lvl * rng
+                support = "close ≥ open" if close >= open_[row] else "lower wick ≥ 2x body"
+                swing = f"up-swing {lo:.8g} → {hi:.8g} (high {hi_ago} bars ago), low unbroken"
+            else:
+                fib_price = lo + lvl * rng
+                support = "close ≤ open" if close <= open_[row] else "upper wick ≥ 2x body"
+                swing = f"down-swing {hi:.8g} → {lo:.8g} (low {lo_ago} bars ago), high unbroken"
+            where = "golden pocket 61.8-65%" if pocket[row] else f"{lvl * 100:.1f}% retracement"
+            return (
                 swing,
-                f"close {entry:.8g} in the {where} ({fib_price:.8g})",
+                f"close {close:.8g} in the {where} ({fib_price:.8g})",
                 f"bar supports it: {support}",
-            ),
-            metadata={
-                "zone": "GOLDEN_POCKET" if pocket else "STANDARD",
-                "level": level,
+            ), {
+                "zone": "GOLDEN_POCKET" if pocket[row] else "STANDARD",
+                "level": lvl,
                 "fib_price": fib_price,
-                "swing_high": high,
-                "swing_low": low,
-                "swing_high_bars_ago": i - hi_at,
-                "swing_low_bars_ago": i - lo_at,
-            },
-        )
+                "swing_high": hi,
+                "swing_low": lo,
+                "swing_high_bars_ago": hi_ago,
+                "swing_low_bars_ago": lo_ago,
+            }
+
+        return self.batch(i, sign, entry, levels, describe=describe)

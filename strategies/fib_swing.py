@@ -16,18 +16,12 @@ import numpy as np
 import talib
 from pydantic import Field, model_validator
 
-from engine.market.candles import FloatArray, IntArray
+from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
-from strategies._common import WARMUP_HELP, bars_from
-from strategies._swings import (
-    BoolArray,
-    RangeExtreme,
-    latest_known,
-    previous_swing,
-    swing_highs,
-    swing_lows,
-)
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.model import Candidate
+from strategies._common import WARMUP_HELP
+from strategies._swings import BoolArray, known_swings, swing_highs, swing_lows
 
 # Tested in this order; the first level the close is near decides.
 LEVELS = (0.65, 0.618, 0.5, 0.382)
@@ -85,112 +79,108 @@ class FibSwingStrategy(Strategy[FibSwingParams]):
             return []
         p = self.params
         span = p.swing_lookback
-        t = np.arange(self.lookback - 1, n, dtype=np.int64)
-        fast = np.asarray(talib.EMA(c.close, timeperiod=p.fast_ema), dtype=np.float64)[t]
-        slow = np.asarray(talib.EMA(c.close, timeperiod=p.slow_ema), dtype=np.float64)[t]
-        vol_avg = np.asarray(talib.SMA(c.volume, timeperiod=p.volume_period), dtype=np.float64)[t]
+        first = self.lookback - 1  # rows below are bars first..n-1
+        fast = np.asarray(talib.EMA(c.close, timeperiod=p.fast_ema), dtype=np.float64)[first:]
+        slow = np.asarray(talib.EMA(c.close, timeperiod=p.slow_ema), dtype=np.float64)[first:]
 
         is_hi, is_lo = swing_highs(c.high, span), swing_lows(c.low, span)
-        last_hi = latest_known(is_hi, span)[t]
-        last_lo = latest_known(is_lo, span)[t]
-        second_hi = np.where(last_hi >= 0, previous_swing(is_hi)[np.maximum(last_hi, 0)], -1)
-        second_lo = np.where(last_lo >= 0, previous_swing(is_lo)[np.maximum(last_lo, 0)], -1)
+        last_hi, second_hi = (a[first:] for a in known_swings(is_hi, span, 2))
+        last_lo, second_lo = (a[first:] for a in known_swings(is_lo, span, 2))
         # Two of each kind inside the window ending at t (their left side included).
-        oldest = t - p.window + 1 + span
+        oldest = np.arange(first - p.window + 1 + span, n - p.window + 1 + span)
         have = (second_hi >= oldest) & (second_lo >= oldest)
 
         # Up-trend: anchor = 2nd-latest swing low, the leg runs to the latest swing high after it.
         up = have & (fast > slow) & (last_hi > second_lo)
         down = have & (fast < slow) & (last_lo > second_hi)
-        anchor = np.where(up, second_lo, np.where(down, second_hi, 0))
-        high = np.where(up, c.high[np.maximum(last_hi, 0)], c.high[anchor])
-        low = np.where(up, c.low[anchor], c.low[np.maximum(last_lo, 0)])
+        # The rest is only worked out on the rows with a leg to trade.
+        k = np.flatnonzero(up | down)
+        up = up[k]
+        anchor = np.where(up, second_lo[k], second_hi[k])
+        extreme = np.where(up, last_hi[k], last_lo[k])
+        high = c.high[np.where(up, extreme, anchor)]
+        low = c.low[np.where(up, anchor, extreme)]
         rng = high - low
-        close = c.close[t]
+        i = k + first
+        close = c.close[i]
         inside = (rng > 0) & (close >= low) & (close <= high)
 
-        # Textbook retracement from the newest swing: high - f·R after an up-leg, low + f·R after a down-leg.
-        base = np.where(up, high, low)
-        sign = np.where(up, -1.0, 1.0)
-        level = np.full(t.shape, np.nan)
-        for f in LEVELS:
-            near = np.isnan(level) & (np.abs(close - (base + sign * f * rng)) <= p.tolerance * rng)
-            level = np.where(near, f, level)
+        # Textbook retracement from the newest swing: high - f·R after an up-leg, low + f·R after a
+        # down-leg. The first level the close is near wins, so they are laid down last to first.
+        # ∓R formed once: f·(∓R) is exactly (∓1·f)·R, as rounding is symmetric about zero.
+        base, signed = np.where(up, high, low), np.where(up, -rng, rng)
+        tolerance = p.tolerance * rng
+        level = np.full(k.shape, np.nan)
+        for f in reversed(LEVELS):
+            level = np.where(np.abs(close - (base + f * signed)) <= tolerance, f, level)
         # A zero volume never beats the average (TA-Lib's running sum of zeros can dip below 0).
-        vol = c.volume[t]
+        vol, vol_avg = c.volume[i], np.asarray(talib.SMA(c.volume, timeperiod=p.volume_period))[i]
         weak_ok = (level != 0.382) | ((vol > vol_avg) & (vol > 0))
-        fire = (up | down) & inside & ~np.isnan(level) & weak_ok
+        j = np.flatnonzero(inside & ~np.isnan(level) & weak_ok)
+        if not j.size:
+            return []
+        return self._candidates(c, i[j], up[j], level[j], anchor[j], extreme[j], high[j], low[j], close[j])
 
-        confirmed = self._confirmed(c.low, c.high, anchor, up, t)
-        extreme = np.where(up, last_hi, last_lo)
-        ks = np.asarray(bars_from(fire, 0), dtype=np.int64)
-        columns = (t, up, level, anchor, extreme, high, low, close, confirmed)
-        return [self._candidate(*row) for row in zip(*(col[ks].tolist() for col in columns), strict=True)]
-
-    def _confirmed(
-        self, low: FloatArray, high: FloatArray, anchor: IntArray, up: BoolArray, t: IntArray
-    ) -> BoolArray:
+    def _confirmed(self, c: Candles, anchor: int, up: bool, t: int) -> bool:
         """The `confirmation` bars after the anchor held it (LONG: no lower low; SHORT: no higher
         high), all of them closed by bar t. The original ran the LONG test on SHORT anchors
-        too; here it is mirrored. With confirmation ≤ swing_lookback the swing itself implies it."""
+        too; here it is mirrored. With confirmation ≤ swing_lookback the swing itself implies it.
+        Only metadata and words depend on it, so it is asked per emitted candidate."""
         last = anchor + self.params.confirmation
-        closed = last <= t
-        end = np.minimum(last, t)
-        start = np.minimum(anchor + 1, end)
-        held_long = RangeExtreme(low, maximum=False).query(start, end) >= low[anchor]
-        held_short = RangeExtreme(high, maximum=True).query(start, end) <= high[anchor]
-        return np.asarray(closed & np.where(up, held_long, held_short), dtype=np.bool_)
+        if last > t:
+            return False
+        if up:
+            return bool(c.low[anchor + 1 : last + 1].min() >= c.low[anchor])
+        return bool(c.high[anchor + 1 : last + 1].max() <= c.high[anchor])
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        i: int,
-        up: bool,
-        level: float,
-        anchor_at: int,
-        extreme_at: int,
-        high: float,
-        low: float,
-        entry: float,
-        confirmed: bool,
-    ) -> Candidate:
+        c: Candles,
+        i: IntArray,
+        up: BoolArray,
+        level: FloatArray,
+        anchor_at: IntArray,
+        extreme_at: IntArray,
+        high: FloatArray,
+        low: FloatArray,
+        entry: FloatArray,
+    ) -> CandidateBatch:
         """STRUCTURE method on the anchor: SL beyond it by the 0.75% buffer; TP1/TP2/TP3 at
         2.0/3.5/4.5 R (TP3 is a spec Decision: the original's equalled TP2 or sat on the wrong
         side), min R:R 2.0. Invalid levels are returned flagged, never replaced by a fallback."""
-        rng = high - low
-        if up:
-            direction = Direction.LONG
-            levels = self.levels.structure(direction, entry, swing_low=low)
-            fib_price = high - level * rng
-            leg = f"up-trend leg from swing low {low:.8g} to swing high {high:.8g}"
-        else:
-            direction = Direction.SHORT
-            levels = self.levels.structure(direction, entry, swing_high=high)
-            fib_price = low + level * rng
-            leg = f"down-trend leg from swing high {high:.8g} to swing low {low:.8g}"
-        quality = QUALITY[level]
-        rationale = [
-            leg,
-            f"close {entry:.8g} at the {level * 100:.1f}% retracement {fib_price:.8g} ({quality})",
-        ]
-        if quality == "WEAK":
-            rationale.append(f"volume above its {self.params.volume_period}-bar average")
-        if confirmed:
-            rationale.append(f"anchor held for the next {self.params.confirmation} bars")
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            rationale=tuple(rationale),
-            metadata={
+        sign = np.where(up, 1, -1).astype(np.int8)
+        levels = self.arrays.structure(sign, entry, np.where(up, low, high))
+        p = self.params
+
+        def describe(row: int) -> Detail:
+            bar, long_, lvl = int(i[row]), bool(up[row]), float(level[row])
+            hi, lo, anchor = float(high[row]), float(low[row]), int(anchor_at[row])
+            rng = hi - lo
+            if long_:
+                fib_price = hi - lvl * rng
+                leg = f"up-trend leg from swing low {lo:.8g} to swing high {hi:.8g}"
+            else:
+                fib_price = lo + lvl * rng
+                leg = f"down-trend leg from swing high {hi:.8g} to swing low {lo:.8g}"
+            quality = QUALITY[lvl]
+            confirmed = self._confirmed(c, anchor, long_, bar)
+            at = f"{lvl * 100:.1f}% retracement {fib_price:.8g} ({quality})"
+            rationale = [leg, f"close {float(entry[row]):.8g} at the {at}"]
+            if quality == "WEAK":
+                rationale.append(f"volume above its {p.volume_period}-bar average")
+            if confirmed:
+                rationale.append(f"anchor held for the next {p.confirmation} bars")
+            return tuple(rationale), {
                 "quality": quality,
-                "level": level,
+                "level": lvl,
                 "fib_price": fib_price,
-                "swing_high": high,
-                "swing_low": low,
-                "anchor_bars_ago": i - anchor_at,
-                "extreme_bars_ago": i - extreme_at,
+                "swing_high": hi,
+                "swing_low": lo,
+                "anchor_bars_ago": bar - anchor,
+                "extreme_bars_ago": bar - int(extreme_at[row]),
                 "swing_confirmed": confirmed,
-            },
-        )
+            }
+
+        return self.batch(i, sign, entry, levels, describe=describe)

@@ -45,7 +45,8 @@ class ZigzagStates:
 def run_pivots(candles: Candles) -> tuple[FloatArray, IntArray, npt.NDArray[np.bool_], IntArray]:
     """One proposal per completed colour run: (price, bar of the extreme, is high, confirm bar).
 
-    The run still going at the last bar is left out — its extreme may yet move.
+    The run still going at the last bar is left out — its extreme may yet move. Runs alternate
+    colour, so proposals alternate high and low.
     """
     n = len(candles)
     empty_i = np.empty(0, dtype=np.int64)
@@ -54,61 +55,79 @@ def run_pivots(candles: Candles) -> tuple[FloatArray, IntArray, npt.NDArray[np.b
     up = candles.close >= candles.open
     boundary = np.empty(n, dtype=bool)
     boundary[0] = True
-    boundary[1:] = up[1:] != up[:-1]
+    np.not_equal(up[1:], up[:-1], out=boundary[1:])
     starts = np.flatnonzero(boundary)
     seg_up = up[starts]
-    hi = np.maximum.reduceat(candles.high, starts)
-    lo = np.minimum.reduceat(candles.low, starts)
-    price = np.where(seg_up, hi, lo)
+    # Each bar's candidate extreme for its run, lows negated so one max finds highs and lows.
+    own = np.where(up, candles.high, -candles.low)
+    extreme = np.maximum.reduceat(own, starts)
     # The extreme's bar: the first bar of the run touching the run's extreme.
-    seg = np.cumsum(boundary) - 1
-    own = np.where(seg_up[seg], candles.high, candles.low)
-    idx = np.where(own == price[seg], np.arange(n), n)
-    bar = np.minimum.reduceat(idx, starts)
-    return price[:-1], bar[:-1].astype(np.int64), seg_up[:-1], starts[1:].astype(np.int64)
+    at = np.flatnonzero(own == np.repeat(extreme, np.diff(starts, append=n)))
+    run = np.cumsum(boundary)[at]
+    first = np.empty(at.shape[0], dtype=bool)
+    first[0] = True
+    np.not_equal(run[1:], run[:-1], out=first[1:])
+    price = np.where(seg_up, extreme, -extreme)
+    return price[:-1], at[first][:-1].astype(np.int64), seg_up[:-1], starts[1:].astype(np.int64)
 
 
 def zigzag_states(candles: Candles, threshold: FloatArray, depth: int = 5) -> ZigzagStates:
     """Walk the run proposals once, keeping pivots under the distance and alternation rules.
 
     `threshold[i]` is the minimum distance a new opposite pivot confirmed at bar i must keep
-    from the last one (NaN: none can be kept yet). This loop is the only path-dependent part
-    and runs once per colour run, O(n).
+    from the last one (NaN: none can be kept yet).
     """
     price, bar, is_high, confirm = run_pivots(candles)
-    th = threshold[confirm]
-    # Every pivot ever kept (appended, or moved to a more extreme run), as a proposal index,
-    # with a link to the pivot kept before it: the chain after each change is read back
-    # through the links once the walk is done.
-    kept: list[int] = []
-    before: list[int] = []
-    last, last_p, last_h = -1, 0.0, False
-    for j, (p, h, t) in enumerate(zip(price.tolist(), is_high.tolist(), th.tolist(), strict=True)):
-        if last < 0:
-            if not t >= 0.0:  # threshold still undefined (NaN): nothing can be kept yet
-                continue
-            link = -1
-        elif h == last_h:
-            if not (p > last_p if h else p < last_p):
-                continue
-            link = before[last]
-        elif abs(p - last_p) >= t:
-            link = last
-        else:
-            continue
-        kept.append(j)
-        before.append(link)
-        last, last_p, last_h = len(kept) - 1, p, h
-    links = np.asarray([*before, -1], dtype=np.int64)  # links[-1] = -1 ends every chain
+    kept, before = _walk(np.where(is_high, price, -price).tolist(), threshold[confirm].tolist())
+    # The chain after each change is read back through the links.
+    links = np.array(before, dtype=np.int64)  # links[-1] = -1 ends every chain
     chain = np.empty((len(kept), depth), dtype=np.int64)
     chain[:, depth - 1] = np.arange(len(kept))
     for col in range(depth - 2, -1, -1):
         chain[:, col] = links[chain[:, col + 1]]
     full = chain[:, 0] >= 0
-    prop = np.asarray(kept, dtype=np.int64)[chain[full]]
+    prop = np.array(kept, dtype=np.int64)[chain[full]]
     return ZigzagStates(
         confirm=confirm[prop[:, depth - 1]],
         price=price[prop],
         bar=bar[prop],
         is_high=is_high[prop],
     )
+
+
+def _walk(signed: list[float], threshold: list[float]) -> tuple[list[int], list[int]]:
+    """Every pivot ever kept (appended, or moved to a more extreme run), as a proposal index,
+    and for each the position in that list of the pivot kept before it (-1: none), with a
+    final -1 that ends every chain.
+
+    `signed` holds the proposals' prices with lows negated, so "more extreme" is "greater"
+    for both types and |price - last| is |signed + last_signed| for opposite types. This loop
+    is the only path-dependent part and runs once per colour run, O(n); proposals alternate
+    high and low, so whether one has the type of the last kept pivot just flips each step.
+    """
+    m = len(signed)
+    start = 0
+    while start < m and not threshold[start] >= 0.0:  # undefined (NaN): nothing can be kept yet
+        start += 1
+    if start == m:
+        return [], [-1]
+    kept, before = [start], [-1]
+    # last kept: its position in `kept`, its link, its signed price
+    last, link, last_q = 0, -1, signed[start]
+    same = True  # flipped before use: the proposal after a kept one has the other type
+    for j in range(start + 1, m):
+        same = not same
+        q = signed[j]
+        if same:
+            if not q > last_q:
+                continue
+            # a more extreme pivot of the same type replaces the last: same link
+        elif abs(q + last_q) >= threshold[j]:
+            link = last
+        else:
+            continue
+        kept.append(j)
+        before.append(link)
+        last, last_q, same = last + 1, q, True
+    before.append(-1)
+    return kept, before

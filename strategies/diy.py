@@ -17,10 +17,11 @@ import numpy.typing as npt
 import talib
 from pydantic import Field
 
-from engine.market.candles import Candles, FloatArray
+from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
-from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr, bars_from
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.model import Candidate
+from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 
 # Bars the original fetched per scan; the engine adds `warmup` on top (see `lookback`).
 DATA_BARS = 300
@@ -33,6 +34,7 @@ VOTES = ("rsi", "macd", "ema", "adx", "bb", "volume", "roc", "stoch_rsi", "trend
 TRENDING_WEIGHTS = np.array([1, 2, 2, 1, 0, 1, 1, 1, 2], dtype=np.float64)
 RANGING_WEIGHTS = np.array([2, 1, 1, 1, 2, 1, 2, 1, 0], dtype=np.float64)
 FULL_SCORE = 900.0
+LABEL = {1: "LONG", -1: "SHORT", 0: "NEUTRAL"}
 
 
 class DiyParams(StrategyParams):
@@ -50,29 +52,34 @@ class DiyParams(StrategyParams):
 
 
 def _side(long: npt.NDArray[np.bool_], short: npt.NDArray[np.bool_]) -> SideArray:
-    return np.where(long, 1, np.where(short, -1, 0)).astype(np.int8)
+    """+1 where `long`, else -1 where `short`, else 0 (two array operations: bools are 0/1 bytes)."""
+    side: SideArray = long.view(np.int8) - (short > long).view(np.int8)
+    return side
 
 
 def rsi_vote(rsi: FloatArray) -> Vote:
     """Oversold/overbought (<30 LONG, >70 SHORT, 100) or momentum either side of 50 (3 per point);
     exactly 30, 50 or 70 is NEUTRAL. Strengths clamped to 20-100."""
-    long = (rsi < 30) | ((rsi > 50) & (rsi < 70))
-    short = (rsi > 70) | ((rsi > 30) & (rsi < 50))
-    raw = np.where((rsi < 30) | (rsi > 70), 100.0, 3.0 * np.abs(rsi - 50.0))
-    return _side(long, short), np.clip(raw, 20.0, 100.0)
+    low, high = rsi < 30, rsi > 70
+    long = low | ((rsi > 50) & (rsi < 70))
+    short = high | ((rsi > 30) & (rsi < 50))
+    raw = np.where(low | high, 100.0, 3.0 * np.abs(rsi - 50.0))
+    return _side(long, short), np.minimum(np.maximum(raw, 20.0), 100.0)
 
 
 def macd_vote(macd: FloatArray, signal: FloatArray) -> Vote:
     """MACD above its signal LONG, else SHORT; 1000 per unit of difference, capped at 100."""
     diff = macd - signal
-    return _side(diff > 0, ~(diff > 0)), np.minimum(1000.0 * np.abs(diff), 100.0)
+    above = diff > 0
+    return _side(above, ~above), np.minimum(1000.0 * np.abs(diff), 100.0)
 
 
 def ema_vote(fast: FloatArray, slow: FloatArray) -> Vote:
     """EMA(9) above EMA(21) LONG, else SHORT; 1000 x the relative gap, capped at 100 (the
     original left it uncapped, so one vote could outweigh all others)."""
     strength = np.minimum(1000.0 * np.abs(fast - slow) / slow, 100.0)
-    return _side(fast > slow, ~(fast > slow)), strength
+    above = fast > slow
+    return _side(above, ~above), strength
 
 
 def adx_vote(adx: FloatArray, plus_di: FloatArray, minus_di: FloatArray) -> Vote:
@@ -105,19 +112,21 @@ def volume_vote(volume: FloatArray, average: FloatArray, close: FloatArray, prev
 
 def roc_vote(roc: FloatArray) -> Vote:
     """5-bar rate of change (%) above 0 LONG, else SHORT; 10 per percent, capped at 100."""
-    return _side(roc > 0, ~(roc > 0)), np.minimum(10.0 * np.abs(roc), 100.0)
+    up = roc > 0
+    return _side(up, ~up), np.minimum(10.0 * np.abs(roc), 100.0)
 
 
-def stoch_rsi(rsi: FloatArray) -> tuple[FloatArray, FloatArray]:
+def stoch_rsi(rsi: FloatArray, start: int = 0) -> tuple[FloatArray, FloatArray]:
     """%K and %D of STOCH(14, 3, 3) over the RSI series, both smoothed by a trailing SMA(3)
     (TA-Lib's default matype), where the original used a centred, zero-padded convolution.
 
     TA-Lib's SMA is a running sum whose rounding (~1e-13) depends on where the series starts,
     while K and D often tie exactly (both 0 or 100 while RSI sits at a 14-bar extreme); they
-    are rounded to 1e-8 so a tie reads as a tie in a live window and in replay alike.
+    are rounded to 1e-8 so a tie reads as a tie in a live window and in replay alike. Only
+    bars `start`.. are returned (and rounded).
     """
     k, d = talib.STOCH(rsi, rsi, rsi, fastk_period=14, slowk_period=3, slowd_period=3)
-    return _rounded(k), _rounded(d)
+    return _rounded(k[start:]), _rounded(d[start:])
 
 
 def _rounded(x: Any) -> FloatArray:
@@ -143,10 +152,33 @@ def score(
     sides: SideArray, strengths: FloatArray, trending: npt.NDArray[np.bool_]
 ) -> tuple[FloatArray, FloatArray]:
     """(long %, short %) per bar from (bars x 9) votes: weighted strengths of each side over 900."""
-    w = np.where(trending[:, None], TRENDING_WEIGHTS, RANGING_WEIGHTS) * strengths
-    long = np.where(sides == 1, w, 0.0).sum(axis=1) / FULL_SCORE * 100.0
-    short = np.where(sides == -1, w, 0.0).sum(axis=1) / FULL_SCORE * 100.0
-    return np.clip(long, 0.0, 100.0), np.clip(short, 0.0, 100.0)
+    return _score([(sides[:, j], strengths[:, j]) for j in range(len(VOTES))], trending)
+
+
+def _score(cast: Sequence[Vote], trending: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+    """`score` of the nine votes as separate arrays.
+
+    Kept vote by vote: (bars x 9) blocks and a sum along their rows cost more than the arithmetic
+    (a loop per bar, and blocks big enough that the allocator hands their pages back to the
+    system after every call). The nine terms are added in the order numpy's row sum added
+    them, ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)) + v8 (its pairwise summation), so the scores
+    are the same floats.
+    """
+    long: list[FloatArray] = []
+    short: list[FloatArray] = []
+    for (side, strength), tw, rw in zip(
+        cast, TRENDING_WEIGHTS.tolist(), RANGING_WEIGHTS.tolist(), strict=True
+    ):
+        w = (tw if tw == rw else np.where(trending, tw, rw)) * strength
+        long.append(np.where(side == 1, w, 0.0))
+        short.append(np.where(side == -1, w, 0.0))
+    return _percent(long), _percent(short)
+
+
+def _percent(t: list[FloatArray]) -> FloatArray:
+    total = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])) + t[8]
+    out: FloatArray = np.minimum(np.maximum(total / FULL_SCORE * 100.0, 0.0), 100.0)
+    return out
 
 
 def decide(long: FloatArray, short: FloatArray, min_lead: float, min_score: float) -> SideArray:
@@ -157,7 +189,13 @@ def decide(long: FloatArray, short: FloatArray, min_lead: float, min_score: floa
 
 
 def votes(c: Candles, start: int = 0) -> tuple[SideArray, FloatArray, FloatArray]:
-    """Every vote for bars `start`.. : sides and strengths as (bars x 9) arrays, and ADX.
+    """Every vote for bars `start`.. : sides and strengths as (bars x 9) arrays, and ADX."""
+    cast, adx = cast_votes(c, start)
+    return np.stack([s for s, _ in cast], axis=1), np.stack([st for _, st in cast], axis=1), adx
+
+
+def cast_votes(c: Candles, start: int = 0) -> tuple[list[Vote], FloatArray]:
+    """The nine votes for bars `start`.. (in VOTES order), and ADX.
 
     Indicators run over all of `c` (their warm-up); only the bars asked for are voted on, which
     in a live window is just the last one.
@@ -172,7 +210,7 @@ def votes(c: Candles, start: int = 0) -> tuple[SideArray, FloatArray, FloatArray
     macd, signal, _ = (np.asarray(x, dtype=np.float64)[start:] for x in talib.MACD(cl, 12, 26, 9))
     adx = ta(talib.ADX, h, lo, cl, timeperiod=14)
     upper, _, lower = (np.asarray(x, dtype=np.float64)[start:] for x in talib.BBANDS(cl, 20, 2.0, 2.0))
-    k, d = (x[start:] for x in stoch_rsi(rsi_full))
+    k, d = stoch_rsi(rsi_full, start)
     close = cl[start:]
     prev_close = np.concatenate([[np.nan], cl[:-1]])[start:]
     cast = [
@@ -188,9 +226,7 @@ def votes(c: Candles, start: int = 0) -> tuple[SideArray, FloatArray, FloatArray
         stoch_rsi_vote(k, d),
         trend_vote(close, ta(talib.EMA, cl, timeperiod=50), ta(talib.EMA, cl, timeperiod=200)),
     ]
-    sides = np.stack([s for s, _ in cast], axis=1)
-    strengths = np.stack([st for _, st in cast], axis=1)
-    return sides, strengths, adx
+    return cast, adx
 
 
 class DiyStrategy(Strategy[DiyParams]):
@@ -217,71 +253,62 @@ class DiyStrategy(Strategy[DiyParams]):
             return []
         p = self.params
         first = self.lookback - 1
-        sides, strengths, adx = votes(c, first)
+        cast, adx = cast_votes(c, first)
         trending = adx > p.trending_adx
-        long, short = score(sides, strengths, trending)
+        long, short = _score(cast, trending)
         side = decide(long, short, p.min_lead, p.min_score)
-        fired = bars_from(side != 0, 0)
-        if not fired:
+        k = np.flatnonzero(side)
+        if k.shape[0] == 0:
             return []
-        atr_ = atr(c, p.atr_period, p.atr_mode)[first:]
-        return [
-            self._candidate(
-                window,
-                first + k,
-                Direction.LONG if side[k] == 1 else Direction.SHORT,
-                (float(long[k]), float(short[k])),
-                sides[k],
-                strengths[k],
-                bool(trending[k]),
-                float(adx[k]),
-                float(atr_[k]),
-            )
-            for k in fired
-        ]
+        atr_ = atr(c, p.atr_period, p.atr_mode)[first + k]
+        sides = np.stack([s[k] for s, _ in cast], axis=1)
+        strengths = np.stack([st[k] for _, st in cast], axis=1)
+        return self._candidates(
+            c, first + k, side[k], long[k], short[k], sides, strengths, trending[k], adx[k], atr_
+        )
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        window: Window,
-        i: int,
-        direction: Direction,
-        pct: tuple[float, float],
+        c: Candles,
+        i: IntArray,
+        sign: SideArray,
+        long: FloatArray,
+        short: FloatArray,
         sides: SideArray,
         strengths: FloatArray,
-        trending: bool,
-        adx: float,
-        atr_: float,
-    ) -> Candidate:
+        trending: npt.NDArray[np.bool_],
+        adx: FloatArray,
+        atr_: FloatArray,
+    ) -> CandidateBatch:
         """ATR method: SL 1.5 ATR (plus the 0.75% buffer), TP1/TP2/TP3 at 2.0/3.0/4.5 ATR, min R:R 1.3."""
-        entry = float(window.candles.close[i])
-        levels = self.levels.atr(direction, entry=entry, atr=atr_)
-        weights = TRENDING_WEIGHTS if trending else RANGING_WEIGHTS
-        s = direction.sign
-        label = {1: "LONG", -1: "SHORT", 0: "NEUTRAL"}
-        mine = [
-            f"{name} {strengths[j]:.0f} x{weights[j]:.0f}"
-            for j, name in enumerate(VOTES)
-            if sides[j] == s and weights[j] > 0
-        ]
-        conf = pct[0] if s == 1 else pct[1]
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            confidence=conf,
-            rationale=(
-                f"{'trending' if trending else 'ranging'} market (ADX {adx:.1f})",
-                f"{direction.value} score {conf:.1f}% vs {pct[1] if s == 1 else pct[0]:.1f}%",
+        entry = c.close[i]
+        levels = self.arrays.atr(sign, entry, atr_)
+        confidence = np.where(sign == 1, long, short)
+
+        def describe(row: int) -> Detail:
+            s, trend = int(sign[row]), bool(trending[row])
+            pct = (float(long[row]), float(short[row]))
+            side_of, strength = sides[row], strengths[row]
+            weights = TRENDING_WEIGHTS if trend else RANGING_WEIGHTS
+            mine = [
+                f"{name} {strength[j]:.0f} x{weights[j]:.0f}"
+                for j, name in enumerate(VOTES)
+                if side_of[j] == s and weights[j] > 0
+            ]
+            conf, other = pct if s == 1 else pct[::-1]
+            return (
+                f"{'trending' if trend else 'ranging'} market (ADX {float(adx[row]):.1f})",
+                f"{LABEL[s]} score {conf:.1f}% vs {other:.1f}%",
                 "votes for it: " + ", ".join(mine),
-            ),
-            metadata={
+            ), {
                 "long_pct": pct[0],
                 "short_pct": pct[1],
-                "trending": trending,
-                "adx": adx,
-                "atr": atr_,
-                "votes": {n: [label[int(sides[j])], float(strengths[j])] for j, n in enumerate(VOTES)},
-            },
-        )
+                "trending": trend,
+                "adx": float(adx[row]),
+                "atr": float(atr_[row]),
+                "votes": {n: [LABEL[int(side_of[j])], float(strength[j])] for j, n in enumerate(VOTES)},
+            }
+
+        return self.batch(i, sign, entry, levels, describe=describe, confidence=confidence)

@@ -21,7 +21,8 @@ from pydantic import Field
 
 from engine.market.candles import FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
+from engine.signals.batch import BoolArray, CandidateBatch, Detail
+from engine.signals.model import Candidate
 from strategies._common import ATR_MODE_HELP, WARMUP_HELP, AtrMode, atr
 from strategies._zigzag import ZigzagStates, zigzag_states
 
@@ -68,26 +69,49 @@ def xabcd_ratios(price: FloatArray) -> FloatArray:
     return np.where(np.isfinite(r), r, np.nan)
 
 
+def _pattern_table() -> tuple[BoolArray, FloatArray, FloatArray, BoolArray, FloatArray]:
+    """PATTERNS as (patterns, 4) arrays: free ratio, range low/high, ideal present, ideal."""
+    free = np.array([[rg is None for rg in ranges] for _, ranges, _ in PATTERNS])
+    low = np.array([[np.nan if rg is None else rg[0] for rg in ranges] for _, ranges, _ in PATTERNS])
+    high = np.array([[np.nan if rg is None else rg[1] for rg in ranges] for _, ranges, _ in PATTERNS])
+    scored = np.array([[i is not None for i in ideals] for _, _, ideals in PATTERNS])
+    ideal = np.array([[np.nan if i is None else i for i in ideals] for _, _, ideals in PATTERNS])
+    return free, low, high, scored, ideal
+
+
+FREE, LOW, HIGH, SCORED, IDEAL = _pattern_table()
+# Ratios every pattern bounds, with the widest bounds any pattern allows: a row outside them
+# matches nothing, which rules out most zigzag states before the full comparison.
+BOUNDED = np.flatnonzero(~FREE.any(axis=0))
+ENVELOPE = np.nanmin(LOW, axis=0)[BOUNDED], np.nanmax(HIGH, axis=0)[BOUNDED]
+
+
 def match_patterns(ratios: FloatArray, max_error: float) -> tuple[IntArray, FloatArray]:
     """Per row: the first pattern with all ratios in range and error ≤ max_error (-1: none), and its error.
 
     A pattern whose ranges hold but whose error is too big does not stop the search: the
-    next one in order may still fit.
+    next one in order may still fit. All patterns are tried at once as (rows, patterns)
+    columns; the error adds |ratio - ideal| in ratio order, as a pattern-by-pattern loop
+    would, so a tie with max_error falls the same way.
     """
     m = ratios.shape[0]
     code = np.full(m, -1, dtype=np.int64)
     error = np.full(m, np.nan)
-    for k, (_, ranges, ideals) in enumerate(PATTERNS):
-        ok = code < 0
-        err = np.zeros(m)
-        for j, (rg, ideal) in enumerate(zip(ranges, ideals, strict=True)):
-            if rg is not None:
-                ok &= (ratios[:, j] >= rg[0]) & (ratios[:, j] <= rg[1])
-            if ideal is not None:
-                err += np.abs(ratios[:, j] - ideal)
-        ok &= err <= max_error + 1e-12  # ratios of rounded prices: don't lose a tie to float noise
-        code[ok] = k
-        error[ok] = err[ok]
+    bounded = ratios[:, BOUNDED]
+    rows = np.flatnonzero(((bounded >= ENVELOPE[0]) & (bounded <= ENVELOPE[1])).all(axis=1))
+    if rows.shape[0] == 0:
+        return code, error
+    r = ratios[rows]
+    fits, err = np.ones((r.shape[0], len(PATTERNS)), dtype=bool), np.zeros((r.shape[0], len(PATTERNS)))
+    for j in range(r.shape[1]):  # (rows, patterns) columns, one ratio at a time
+        ratio = r[:, j, None]
+        fits &= FREE[:, j] | ((ratio >= LOW[:, j]) & (ratio <= HIGH[:, j]))
+        err = err + np.where(SCORED[:, j], np.abs(ratio - IDEAL[:, j]), 0.0)
+    ok = fits & (err <= max_error + 1e-12)  # ratios of rounded prices: don't lose a tie to float noise
+    hit = ok.any(axis=1)
+    first = ok.argmax(axis=1)[hit]
+    code[rows[hit]] = first
+    error[rows[hit]] = err[hit, first]
     return code, error
 
 
@@ -128,56 +152,51 @@ class HarmonicStrategy(Strategy[HarmonicParams]):
         price, bars, confirm = states.price[keep], states.bar[keep], states.confirm[keep]
         ratios = xabcd_ratios(price)
         code, error = match_patterns(ratios, self.params.max_error)
-        out: list[Candidate] = []
-        for k in np.flatnonzero(code >= 0):
-            out.append(
-                self._candidate(
-                    window, int(confirm[k]), int(code[k]), float(error[k]), price[k], bars[k], ratios[k]
-                )
-            )
-        return out
+        k = np.flatnonzero(code >= 0)
+        if k.shape[0] == 0:
+            return []
+        return self._candidates(
+            confirm[k], code[k], error[k], price[k], window.candles.ts[bars[k, 4]], ratios[k]
+        )
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        window: Window,
-        i: int,
-        code: int,
-        error: float,
+        i: IntArray,
+        code: IntArray,
+        error: FloatArray,
         price: FloatArray,
-        bars: IntArray,
+        d_time: IntArray,
         ratios: FloatArray,
-    ) -> Candidate:
+    ) -> CandidateBatch:
         """FIBONACCI method on swings D and C: SL = D -/+ 0.75%, TPs at entry +/- 0.618/1/1.618 * |D - C|.
 
         The original passed only one swing, so the method always failed and a fallback priced
         from D went out ungated (spec defect); here the levels carry the calculator's verdict,
         including the 2.0 minimum R:R, which passes only when |D - C| is about 10% of price.
+        Rows are patterns; `price` holds their X, A, B, C, D.
         """
-        name = PATTERNS[code][0]
-        c_, d = float(price[3]), float(price[4])
-        direction = Direction.LONG if d < c_ else Direction.SHORT
-        s = direction.sign
-        leg = abs(d - c_)
-        entry = d + s * self.params.entry_retrace * leg
-        lo, hi = min(c_, d), max(c_, d)
-        levels = self.levels.fibonacci(direction, entry, swing_low=lo, swing_high=hi)
-        ts = window.candles.ts
-        d_time = int(ts[int(bars[4])])
-        meta: dict[str, Any] = {"pattern": name, "error": error, "d_time": d_time}
-        meta.update(zip(RATIOS, ratios.tolist(), strict=True))
-        meta.update(zip("XABCD", price.tolist(), strict=True))
-        kind = "low" if direction is Direction.LONG else "high"
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=levels,
-            rationale=(
-                f"{name} pattern completed at a {kind} D {d:.8g}",
-                "ratios " + ", ".join(f"{r} {float(v):.3f}" for r, v in zip(RATIOS, ratios, strict=True)),
-                f"error {error:.3f} ≤ {self.params.max_error:g}",
-            ),
-            metadata=meta,
-            sub_key=f"{name}:{d_time}",
-        )
+        c_, d = price[:, 3], price[:, 4]
+        long = d < c_
+        sign = np.where(long, 1, -1).astype(np.int8)
+        leg = np.abs(d - c_)
+        entry = d + sign.astype(np.float64) * self.params.entry_retrace * leg
+        levels = self.arrays.fibonacci(sign, entry, np.minimum(c_, d), np.maximum(c_, d))
+        names = [PATTERNS[k][0] for k in code.tolist()]
+        times = d_time.tolist()
+        max_error = f"{self.params.max_error:g}"
+
+        def describe(row: int) -> Detail:
+            name, err, rs = names[row], float(error[row]), ratios[row].tolist()
+            meta: dict[str, Any] = {"pattern": name, "error": err, "d_time": times[row]}
+            meta.update(zip(RATIOS, rs, strict=True))
+            meta.update(zip("XABCD", price[row].tolist(), strict=True))
+            return (
+                f"{name} pattern completed at a {'low' if long[row] else 'high'} D {float(d[row]):.8g}",
+                "ratios " + ", ".join(f"{r} {v:.3f}" for r, v in zip(RATIOS, rs, strict=True)),
+                f"error {err:.3f} ≤ {max_error}",
+            ), meta
+
+        sub_keys = [f"{name}:{t}" for name, t in zip(names, times, strict=True)]
+        return self.batch(i, sign, entry, levels, describe=describe, sub_keys=sub_keys)

@@ -23,10 +23,14 @@ from pydantic import Field, model_validator
 
 from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
+from engine.signals.batch import BoolArray, CandidateBatch, Detail
+from engine.signals.levels import LevelArrays
+from engine.signals.model import Candidate
 from strategies._profile import value_area
 
 LEVELS = ("poc", "vah", "val")
+# Event names by (side, level): LONG rows take the first three, SHORT rows the last three.
+EVENT_NAMES = np.array([f"{x}_up" for x in LEVELS] + [f"{x}_down" for x in LEVELS])
 
 
 class VolumeProfileParams(StrategyParams):
@@ -130,7 +134,11 @@ class VolumeProfileStrategy(Strategy[VolumeProfileParams]):
         if t.shape[0] == 0:
             return []
 
-        used, seg = np.unique(k, return_inverse=True)
+        # k never decreases with t, so the distinct segments are where it changes.
+        new_seg = np.empty(k.shape[0], dtype=bool)
+        new_seg[0] = True
+        np.not_equal(k[1:], k[:-1], out=new_seg[1:])
+        used, seg = k[new_seg], np.cumsum(new_seg) - 1
         poc_s, vah_s, val_s, vol_s = segment_profiles(
             c, piv[used - 1], piv[used], p.profile_bins, p.value_area_pct
         )
@@ -142,90 +150,92 @@ class VolumeProfileStrategy(Strategy[VolumeProfileParams]):
         down = (prev > lv) & (lv >= cur)
         any_up = up[0] | up[1] | up[2]
         hit = np.flatnonzero(any_up | down[0] | down[1] | down[2])
+        if hit.shape[0] == 0:  # the usual live call: no level crossed at the last bar
+            return []
         crossed = np.where(any_up, up, down)[:, hit]
 
         vma = np.asarray(talib.SMA(c.volume, timeperiod=p.volume_ma_length), dtype=np.float64)
         at, sh = t[hit], seg[hit]
-        return [
-            self._candidate(*args)
-            for args in zip(
-                at.tolist(),
-                any_up[hit].tolist(),
-                crossed.T.tolist(),
-                c.close[at].tolist(),
-                poc_s[sh].tolist(),
-                vah_s[sh].tolist(),
-                val_s[sh].tolist(),
-                c.ts[piv[used[sh] - 1]].tolist(),
-                c.ts[piv[used[sh]]].tolist(),
-                (c.volume[at] / vma[at]).tolist(),
-                strict=True,
-            )
-        ]
+        return self._candidates(
+            c,
+            at,
+            any_up[hit],
+            crossed,
+            poc_s[sh],
+            vah_s[sh],
+            val_s[sh],
+            piv[used[sh] - 1],
+            piv[used[sh]],
+            c.volume[at] / vma[at],
+        )
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(
+    def _candidates(
         self,
-        i: int,
-        long: bool,
-        crossed: list[bool],
-        entry: float,
-        poc: float,
-        vah: float,
-        val: float,
-        from_ms: int,
-        to_ms: int,
-        volume_ratio: float,
-    ) -> Candidate:
+        c: Candles,
+        at: IntArray,
+        long: BoolArray,
+        crossed: BoolArray,
+        poc: FloatArray,
+        vah: FloatArray,
+        val: FloatArray,
+        pivot_from: IntArray,
+        pivot_to: IntArray,
+        volume_ratio: FloatArray,
+    ) -> CandidateBatch:
         """Stop beyond the value area, TP1/TP2 at 1.2/1.8 risk units (not the stop distance).
 
         The unit is half the value area's height (at least 0.2 % of entry); the stop goes a
         buffer (5 % of the value area, at least 0.05 % of entry) beyond VAL for a LONG, VAH
         for a SHORT — or one unit from entry if price already closed beyond that edge.
+        `crossed` is (3, rows): which of POC, VAH, VAL each row crossed.
         """
         p = self.params
+        entry = c.close[at]
         va = vah - val
-        risk = max(p.range_risk_fraction * va, p.min_risk_pct / 100.0 * entry)
-        buf = max(p.buffer_fraction * va, p.min_buffer_pct / 100.0 * entry)
-        if long:
-            direction, suffix, where = Direction.LONG, "_up", "above"
-            sl = val - buf
-            if sl >= entry:
-                sl = entry - risk
-        else:
-            direction, suffix, where = Direction.SHORT, "_down", "below"
-            sl = vah + buf
-            if sl <= entry:
-                sl = entry + risk
-        s = direction.sign
-        tps = [entry + s * p.tp1_rr * risk, entry + s * p.tp2_rr * risk]
-        values = (poc, vah, val)
-        events = [name + suffix for name, hit in zip(LEVELS, crossed, strict=True) if hit]
-        rationale = [
-            f"close crossed {where} {name.upper()} {x:.8g}"
-            for name, x, hit in zip(LEVELS, values, crossed, strict=True)
-            if hit
-        ]
-        rationale.append(f"value area {val:.8g} to {vah:.8g} of the profile between the last two pivots")
-        high_volume = volume_ratio > p.high_volume_mult
-        if high_volume:
-            rationale.append(f"high volume: {volume_ratio:.2f} x the {p.volume_ma_length}-bar mean")
-        return Candidate(
-            bar=i,
-            direction=direction,
-            levels=self.levels.explicit(direction, entry, sl, tps),
-            rationale=tuple(rationale),
-            metadata={
+        risk = np.maximum(p.range_risk_fraction * va, p.min_risk_pct / 100.0 * entry)
+        buf = np.maximum(p.buffer_fraction * va, p.min_buffer_pct / 100.0 * entry)
+        sl = np.where(long, val - buf, vah + buf)
+        beyond = np.where(long, sl >= entry, sl <= entry)
+        sl = np.where(beyond, np.where(long, entry - risk, entry + risk), sl)
+        s = np.where(long, 1.0, -1.0)
+        tps = np.stack([entry + s * p.tp1_rr * risk, entry + s * p.tp2_rr * risk], axis=1)
+        # The first level crossed names the event (and the cooldown sub-key).
+        first = crossed.argmax(axis=0) + np.where(long, 0, len(LEVELS))
+        sub_keys = EVENT_NAMES[first].tolist()
+        from_ms, to_ms = c.ts[pivot_from], c.ts[pivot_to]
+
+        def describe(row: int) -> Detail:
+            up = bool(long[row])
+            suffix, where = ("_up", "above") if up else ("_down", "below")
+            values = (float(poc[row]), float(vah[row]), float(val[row]))
+            hits = crossed[:, row].tolist()
+            events = [name + suffix for name, hit in zip(LEVELS, hits, strict=True) if hit]
+            rationale = [
+                f"close crossed {where} {name.upper()} {x:.8g}"
+                for name, x, hit in zip(LEVELS, values, hits, strict=True)
+                if hit
+            ]
+            rationale.append(
+                f"value area {values[2]:.8g} to {values[1]:.8g} of the profile between the last two pivots"
+            )
+            ratio = float(volume_ratio[row])
+            high_volume = ratio > p.high_volume_mult
+            if high_volume:
+                rationale.append(f"high volume: {ratio:.2f} x the {p.volume_ma_length}-bar mean")
+            return tuple(rationale), {
                 "kind": events[0],
                 "events": events,
-                "poc": poc,
-                "vah": vah,
-                "val": val,
+                "poc": values[0],
+                "vah": values[1],
+                "val": values[2],
                 "high_volume": high_volume,
-                "volume_ratio": volume_ratio,
-                "pivot_from_ms": from_ms,
-                "pivot_to_ms": to_ms,
-            },
-            sub_key=events[0],
+                "volume_ratio": ratio,
+                "pivot_from_ms": int(from_ms[row]),
+                "pivot_to_ms": int(to_ms[row]),
+            }
+
+        return self.batch(
+            at, np.where(long, 1, -1), entry, LevelArrays(sl, tps), describe=describe, sub_keys=sub_keys
         )

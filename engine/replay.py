@@ -38,7 +38,8 @@ from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator, HitCounts
 from engine.signals.cooldown import Cooldowns
 from engine.signals.model import Signal
-from engine.signals.outcomes import OutcomeEvent, OutcomeTracker, StrategyStats
+from engine.signals.outcomes import OutcomeEvent, OutcomeTracker
+from engine.signals.tally import StrategyStats
 from engine.stats import consensus_settings
 from engine.timeframes import timeframe_seconds
 

@@ -31,7 +31,8 @@ from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.model import Signal, iso_utc
-from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker, StrategyStats
+from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
+from engine.signals.tally import StrategyStats
 
 log = logging.getLogger("engine.replay")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.config import LoadedConfig
 from engine.signals.consensus import ConsensusSettings, hit_rate_factor
-from engine.signals.outcomes import StrategyStats
+from engine.signals.tally import StrategyStats
 
 COLUMNS = ("STRATEGY", "SIGNALS", "OPEN", "TP1", "TP2", "TP3", "SL", "EXPIRED", "WIN%", "AVG R", "WEIGHT")
 

@@ -17,12 +17,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.market.candles import Candles, FloatArray, IntArray
+from engine.market.candles import Candles, IntArray
+from engine.signals.hits import first_hits
 from engine.signals.model import Direction, Signal, iso_utc
+from engine.signals.tally import StrategyStats
 from engine.timeframes import timeframe_seconds
 
 RESULTS = ("TP1", "TP2", "TP3", "SL", "EXPIRED")
 BoolArray = npt.NDArray[np.bool_]
+_NEVER_MS = 2**62  # an expiry age (ms) no signal reaches
+_LONG = Direction.LONG  # a module constant: looking members up on the enum class is slow
+_CHUNK = 64  # a position's candles are taken in chunks of 64, 128, 256, ... (see `_search`)
+_SCAN_MAX = 512  # positions x (candles + 16) up to which a plain walk beats the array search
+
+
+def _sign(direction: Direction) -> int:
+    """`Direction.sign`, without its enum-class lookup (this runs for every event)."""
+    return 1 if direction is _LONG else -1
 
 
 @dataclass(slots=True)
@@ -48,7 +59,8 @@ class Position:
 
     def r_at(self, price: float) -> float:
         """Profit at `price` in R (multiples of the risk); 0 for a zero-risk position, not an error."""
-        return self.direction.sign * (price - self.entry) / self.risk if self.risk > 0 else 0.0
+        risk = abs(self.entry - self.stop_loss)
+        return _sign(self.direction) * (price - self.entry) / risk if risk > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type form for the state file."""
@@ -113,60 +125,6 @@ class OutcomeEvent:
 
 
 @dataclass(slots=True)
-class StrategyStats:
-    """Closed-signal tallies of one strategy (or of "consensus")."""
-
-    signals: int = 0
-    tp1: int = 0
-    tp2: int = 0
-    tp3: int = 0
-    sl: int = 0
-    expired: int = 0
-    sum_r: float = 0.0
-
-    @property
-    def closed(self) -> int:
-        """Signals that reached a final result: the denominator of the rates."""
-        return self.tp1 + self.tp2 + self.tp3 + self.sl + self.expired
-
-    @property
-    def wins(self) -> int:
-        """Closes at any target; TP1 is already a full win (no partials)."""
-        return self.tp1 + self.tp2 + self.tp3
-
-    @property
-    def win_rate(self) -> float | None:
-        """Wins per closed signal; None before any close, since 0 would read as a losing strategy."""
-        return self.wins / self.closed if self.closed else None
-
-    @property
-    def avg_r(self) -> float | None:
-        """Mean R per closed signal; None before any close."""
-        return self.sum_r / self.closed if self.closed else None
-
-    def record(self, result: str, r: float) -> None:
-        """Tally one final result (a RESULTS name) and its R multiple."""
-        setattr(self, result.lower(), getattr(self, result.lower()) + 1)
-        self.sum_r += r
-
-    def summary(self) -> dict[str, Any]:
-        """The public view: counts, win rate and average R (None until something closed)."""
-        wr, ar = self.win_rate, self.avg_r
-        return {
-            "signals": self.signals,
-            "tp1": self.tp1,
-            "tp2": self.tp2,
-            "tp3": self.tp3,
-            "sl": self.sl,
-            "expired": self.expired,
-            "closed": self.closed,
-            "open": self.signals - self.closed,
-            "win_rate": None if wr is None else round(wr, 4),
-            "avg_r": None if ar is None else round(ar, 4),
-        }
-
-
-@dataclass(slots=True)
 class OutcomeTracker:
     """Open positions plus per-strategy statistics; fed closed candles, emits OutcomeEvents."""
 
@@ -176,7 +134,9 @@ class OutcomeTracker:
 
     def track(self, sig: Signal) -> None:
         """Start tracking an emitted signal (idempotent on its id)."""
-        st = self.stats.setdefault(sig.strategy, StrategyStats())
+        st = self.stats.get(sig.strategy)
+        if st is None:
+            st = self.stats[sig.strategy] = StrategyStats()
         if sig.id in self.open or not sig.take_profits:
             return
         st.signals += 1
@@ -200,45 +160,109 @@ class OutcomeTracker:
     def update(self, symbol: str, timeframe: str, candles: Candles) -> list[OutcomeEvent]:
         """Walk every open signal of this series through the candles it has not seen yet.
 
-        Live passes one new candle per close; replay may pass a long stretch at once. Each
-        position is resolved with a few array searches instead of a loop over bars, with the
-        same rule a bar-by-bar walk would apply (stop first, then the ladder, then expiry).
+        Live passes one new candle per close; replay may pass a long stretch at once. First
+        every position's stop, targets and expiry are located (all positions of the series in
+        one array search, or by a plain scan for a few short ones), then each is resolved with
+        the rule a bar-by-bar walk would apply (stop first, then the ladder, then expiry).
         """
         events: list[OutcomeEvent] = []
-        if len(candles) == 0:
+        n = len(candles)
+        if n == 0:
+            return events
+        series = [p for p in self.open.values() if p.symbol == symbol and p.timeframe == timeframe]
+        if not series:
             return events
         tf_ms = timeframe_seconds(timeframe) * 1000
-        closes = candles.ts + tf_ms
-        for pos in [p for p in self.open.values() if p.symbol == symbol and p.timeframe == timeframe]:
-            start = int(closes.searchsorted(pos.last_seen_ms, side="right"))
-            if start < len(candles):
-                events.extend(
-                    self._walk(pos, candles, closes, start, self._horizon(pos, candles, closes, start))
-                )
+        seen = np.fromiter((p.last_seen_ms for p in series), np.int64, len(series))
+        # each position's first candle closing after what it has seen (close = open + tf_ms)
+        starts = candles.ts.searchsorted(seen - tf_ms, side="right")
+        s0 = int(starts.min())
+        if s0 >= n:
+            return events
+        if int(starts.max()) >= n:
+            keep = starts < n
+            series = [p for p, ok in zip(series, keep.tolist(), strict=True) if ok]
+            starts = starts[keep]
+        stretch = candles.slice(s0)  # what any of them has not seen; indices below are into it
+        m = n - s0
+        closes = stretch.ts + tf_ms
+        times, prices = closes.tolist(), stretch.close.tolist()
+        # a few positions over at most one chunk: walk them (their whole stretch decides them)
+        if m <= _CHUNK and len(series) * (m + 16) <= _SCAN_MAX:
+            lows, highs, age = stretch.low.tolist(), stretch.high.tolist(), self._expiry_age_ms()
+            for pos, r in zip(series, (starts - s0).tolist(), strict=True):
+                j_stop, j_exp, hits = self._scan(pos, r, lows, highs, times, age)
+                self._resolve(pos, m, j_stop, j_exp, hits, times, prices, events)
+        else:
+            found = self._search(series, starts - s0, stretch, closes)
+            for pos, end, j_stop, j_exp, hits in zip(series, *found, strict=True):
+                self._resolve(pos, end, j_stop, j_exp, hits, times, prices, events)
         return events
 
-    def _horizon(self, pos: Position, c: Candles, closes: IntArray, start: int) -> int:
-        """End of the stretch that decides the position: the first chunk (growing 64, 128, ...
-        bars) holding its stop, its last target or its expiry. A year-long replay then costs
-        each signal the bars until it resolves, not the whole remaining history."""
-        long = pos.direction is Direction.LONG
-        last_tp = pos.take_profits[-1]
-        end, step, n = start, 64, len(c)
-        while end < n:
-            lo_end = end
-            end = min(n, end + step)
-            hi, lo = c.high[lo_end:end], c.low[lo_end:end]
-            if (lo <= pos.stop_loss).any() if long else (hi >= pos.stop_loss).any():
-                break
-            if (hi >= last_tp).any() if long else (lo <= last_tp).any():
-                break
-            if (
-                self.expiry_seconds is not None
-                and closes[end - 1] - pos.opened_ms >= self.expiry_seconds * 1000
-            ):
-                break
-            step *= 2
-        return end
+    def _search(
+        self, series: list[Position], r: IntArray, c: Candles, closes: IntArray
+    ) -> tuple[list[int], list[int], list[int], list[list[int]]]:
+        """For each position (starting at candle r of `c`): where its decisive stretch ends and
+        where, before that end, its stop, expiry and each target are first reached (the end
+        when they are not), all positions in a few array operations."""
+        m, count = len(c), len(series)
+        tps = [p.take_profits for p in series]
+        lens = np.fromiter(map(len, tps), np.int64, count)
+        k = max(1, int(lens.max()))
+        if int(lens.min()) != k:
+            tps = [t + (math.nan,) * (k - len(t)) for t in tps]
+        long = np.fromiter((p.direction is _LONG for p in series), np.bool_, count)
+        levels = np.empty((count, k + 1), dtype=np.float64)
+        levels[:, 0] = np.fromiter((p.stop_loss for p in series), np.float64, count)
+        levels[:, 1:] = np.array(tps, dtype=np.float64).reshape(count, k)
+        # a long's stop and a short's targets are hit by a low at or under them (kind False),
+        # the others by a high at or over them (kind True)
+        kind = np.empty((count, k + 1), dtype=np.bool_)
+        kind[:, 0] = ~long
+        kind[:, 1:] = long[:, None]
+        first = first_hits(c.low, c.high, kind.ravel(), np.repeat(r, k + 1), levels.ravel())
+        first = first.reshape(count, k + 1)
+        j_stop, hits = first[:, 0], first[:, 1:]
+        j_exp = np.full(count, m, dtype=np.int64)
+        age = self._expiry_age_ms()
+        if age is not None:
+            opened = np.fromiter((p.opened_ms for p in series), np.int64, count)
+            j_exp = np.maximum(closes.searchsorted(opened + age, side="left"), r)
+        # A position is decided on the candles up to the end of the first chunk after its start
+        # (64, 128, 256, ... of them) holding its stop, its last target or its expiry; later
+        # hits count as unseen. With a ladder in order this changes nothing (every target is
+        # reached by then, or the stop or expiry came first); it keeps a ladder out of order
+        # resolving exactly as the chunk-by-chunk walk this replaces did.
+        decisive = np.minimum(np.minimum(j_stop, hits[np.arange(count), lens - 1]), j_exp) - r
+        chunks = np.frexp(((decisive + _CHUNK) // _CHUNK).astype(np.float64))[1].astype(np.int64)
+        end = np.minimum(r + _CHUNK * ((1 << chunks) - 1), m)
+        return (
+            end.tolist(),
+            np.minimum(j_stop, end).tolist(),
+            np.minimum(j_exp, end).tolist(),
+            np.minimum(hits, end[:, None]).tolist(),
+        )
+
+    @staticmethod
+    def _scan(
+        pos: Position, r: int, lows: list[float], highs: list[float], closes: list[int], age: int | None
+    ) -> tuple[int, int, list[int]]:
+        """`_search` for one position by a plain walk over a few candles (from index r): the
+        first candle touching its stop, reaching its expiry, touching each target; len(closes)
+        for none. Cheaper than array calls for a few positions and candles (live)."""
+        m = len(closes)
+        sl = pos.stop_loss
+        if pos.direction is _LONG:
+            j_stop = next((j for j in range(r, m) if lows[j] <= sl), m)
+            hits = [next((j for j in range(r, m) if highs[j] >= tp), m) for tp in pos.take_profits]
+        else:
+            j_stop = next((j for j in range(r, m) if highs[j] >= sl), m)
+            hits = [next((j for j in range(r, m) if lows[j] <= tp), m) for tp in pos.take_profits]
+        j_exp = m
+        if age is not None:
+            opened = pos.opened_ms
+            j_exp = next((j for j in range(r, m) if closes[j] - opened >= age), m)
+        return j_stop, j_exp, hits
 
     def update_price(self, symbol: str, price: float, at_ms: int) -> list[OutcomeEvent]:
         """Check open signals of `symbol` against a live price between candle closes.
@@ -250,58 +274,65 @@ class OutcomeTracker:
         events: list[OutcomeEvent] = []
         if not math.isfinite(price) or price <= 0:
             return events
-        point = np.array([price], dtype=np.float64)
-        when = np.array([at_ms], dtype=np.int64)
+        # the price as one candle: its high, low and close, closing now
+        point, when, age = [float(price)], [int(at_ms)], self._expiry_age_ms()
         for pos in [p for p in self.open.values() if p.symbol == symbol]:
             if at_ms <= pos.opened_ms:
                 continue
             seen = pos.last_seen_ms
-            events.extend(self._walk_arrays(pos, point, point, point, when))
+            j_stop, j_exp, hits = self._scan(pos, 0, point, point, when, age)
+            self._resolve(pos, 1, j_stop, j_exp, hits, when, point, events)
             pos.last_seen_ms = seen
         return events
 
-    def _walk(self, pos: Position, c: Candles, closes: IntArray, start: int, stop: int) -> list[OutcomeEvent]:
-        return self._walk_arrays(
-            pos, c.high[start:stop], c.low[start:stop], c.close[start:stop], closes[start:stop]
-        )
+    def _expiry_age_ms(self) -> int | None:
+        """The whole-millisecond age from which a signal has expired (`age >= expiry_seconds`
+        in ms, for integer ages), or None if signals never expire."""
+        if self.expiry_seconds is None:
+            return None
+        limit = self.expiry_seconds * 1000
+        if math.isnan(limit) or limit > _NEVER_MS:
+            return None
+        return -_NEVER_MS if limit < -_NEVER_MS else math.ceil(limit)
 
-    def _walk_arrays(
-        self, pos: Position, hi: FloatArray, lo: FloatArray, cl: FloatArray, ts: IntArray
-    ) -> list[OutcomeEvent]:
-        n = len(ts)
-        long = pos.direction is Direction.LONG
-
-        def first(mask: BoolArray) -> int:
-            return int(mask.argmax()) if mask.any() else n
-
-        j_stop = first(lo <= pos.stop_loss if long else hi >= pos.stop_loss)
-        j_exp = n
-        if self.expiry_seconds is not None:
-            j_exp = first(ts - pos.opened_ms >= self.expiry_seconds * 1000)
-        out: list[OutcomeEvent] = []
-        while pos.reached < len(pos.take_profits):
-            tp = pos.take_profits[pos.reached]
-            j = first(hi >= tp if long else lo <= tp)
+    def _resolve(
+        self,
+        pos: Position,
+        end: int,
+        j_stop: int,
+        j_exp: int,
+        hits: list[int],
+        times: list[int],
+        prices: list[float],
+        out: list[OutcomeEvent],
+    ) -> None:
+        """Move `pos` along its ladder given where things first happen: the index of the first
+        candle touching its stop, reaching its expiry and touching each target (`hits`, one per
+        target), where `end` means "not in the candles seen". Index i closes at `times[i]` at
+        `prices[i]`; events are appended to `out`.
+        """
+        tps, reached = pos.take_profits, pos.reached
+        while reached < len(tps):
+            j = hits[reached]
             # a stop inside the same candle as the target wins the tie (conservative)
             if not (j < j_stop and j <= j_exp):
                 break
-            pos.reached += 1
-            label = f"TP{pos.reached}"
-            if pos.reached == len(pos.take_profits):
-                out.append(self._close(pos, label, label, tp, int(ts[j])))
-                return out
-            out.append(self._event(pos, label, label, False, tp, int(ts[j])))
-        tp_r = pos.take_profits[pos.reached - 1] if pos.reached else None
-        if j_stop < n and j_stop <= j_exp:
-            result = f"TP{pos.reached}" if pos.reached else "SL"
-            out.append(self._close(pos, "SL", result, pos.stop_loss, int(ts[j_stop]), r_price=tp_r))
-        elif j_exp < n:
-            result = f"TP{pos.reached}" if pos.reached else "EXPIRED"
-            price = float(cl[j_exp])
-            out.append(self._close(pos, "EXPIRED", result, price, int(ts[j_exp]), r_price=tp_r))
+            tp = tps[reached]
+            pos.reached = reached = reached + 1
+            label = f"TP{reached}"
+            if reached == len(tps):
+                out.append(self._close(pos, label, label, tp, times[j]))
+                return
+            out.append(self._event(pos, label, label, False, tp, times[j]))
+        tp_r = tps[reached - 1] if reached else None
+        if j_stop < end and j_stop <= j_exp:
+            result = f"TP{reached}" if reached else "SL"
+            out.append(self._close(pos, "SL", result, pos.stop_loss, times[j_stop], tp_r))
+        elif j_exp < end:
+            result = f"TP{reached}" if reached else "EXPIRED"
+            out.append(self._close(pos, "EXPIRED", result, prices[j_exp], times[j_exp], tp_r))
         else:
-            pos.last_seen_ms = int(ts[-1])
-        return out
+            pos.last_seen_ms = times[end - 1]
 
     def _event(
         self,
@@ -313,8 +344,7 @@ class OutcomeTracker:
         at_ms: int,
         r_price: float | None = None,
     ) -> OutcomeEvent:
-        r = pos.r_at(price if r_price is None else r_price)
-        pnl = pos.direction.sign * (price - pos.entry) / pos.entry * 100.0
+        entry = pos.entry
         return OutcomeEvent(
             pos.signal_id,
             pos.strategy,
@@ -326,8 +356,8 @@ class OutcomeTracker:
             final,
             price,
             at_ms,
-            r,
-            pnl,
+            pos.r_at(price if r_price is None else r_price),
+            _sign(pos.direction) * (price - entry) / entry * 100.0,
         )
 
     def _close(
@@ -335,7 +365,10 @@ class OutcomeTracker:
     ) -> OutcomeEvent:
         ev = self._event(pos, event, result, True, price, at_ms, r_price)
         del self.open[pos.signal_id]
-        self.stats.setdefault(pos.strategy, StrategyStats()).record(result, ev.r_multiple)
+        st = self.stats.get(pos.strategy)
+        if st is None:
+            st = self.stats[pos.strategy] = StrategyStats()
+        st.record(result, ev.r_multiple)
         return ev
 
     def summary(self) -> dict[str, dict[str, Any]]:

@@ -7,18 +7,21 @@ proposing unusable levels.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
 
-from engine.market.candles import Candles
+from engine.market.candles import Candles, IntArray
 from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch
 from engine.signals.cooldown import Cooldowns, cooldown_key
-from engine.signals.model import Candidate, Signal, iso_utc, signal_id
+from engine.signals.model import Candidate, Direction, Signal, iso_utc, signal_id
 from engine.timeframes import timeframe_seconds
+
+_LONG, _SHORT = Direction.LONG, Direction.SHORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,21 +134,11 @@ class SignalBuilder:
                 groups.setdefault((int(batch.sign[i]), batch.sub_keys[i]), []).append(i)
         chosen: list[int] = []
         for (s, sub), rows in groups.items():
-            if not rows:
-                continue
-            direction = "LONG" if s > 0 else "SHORT"
-            key = cooldown_key(origin.strategy, origin.symbol, origin.timeframe, direction, sub)
-            at = close_ms[rows] / 1000.0
-            j = 0
-            while j < len(rows):
-                until = self.cooldowns.until(key)
-                if until is not None and until > at[j]:
-                    j = int(at.searchsorted(until, side="left"))
-                    if j >= len(rows):
-                        break
-                self.cooldowns.start(key, float(at[j]), origin.cooldown)
-                chosen.append(rows[j])
-                j += 1
+            if rows:
+                key = cooldown_key(
+                    origin.strategy, origin.symbol, origin.timeframe, "LONG" if s > 0 else "SHORT", sub
+                )
+                chosen.extend(self._gate_key(key, (close_ms[rows] / 1000.0).tolist(), rows, origin.cooldown))
         if len(ok) > len(chosen):
             self._add(self.metrics.signals_rejected, origin.strategy, "cooldown", len(ok) - len(chosen))
         chosen.sort()
@@ -154,4 +147,74 @@ class SignalBuilder:
             emitted = int(np.count_nonzero(signs == s))
             if emitted:
                 self._add(self.metrics.signals, origin.strategy, name, emitted)
-        return [self._emit(origin, int(close_ms[i]), batch.candidate(i)) for i in chosen]
+        if batch.items is not None:  # a plugin's own Candidate objects
+            return [self._emit(origin, int(close_ms[i]), batch.candidate(i)) for i in chosen]
+        return self._emit_rows(origin, close_ms, batch, chosen)
+
+    def _gate_key(self, key: str, at: list[float], rows: list[int], cooldown: float) -> list[int]:
+        """The rows of one cooldown key (times `at`, ascending) that a one-by-one `build` emits."""
+        if cooldown <= 0:
+            return rows  # no cooldown: every valid candidate goes out
+        until = self.cooldowns.until(key)
+        out: list[int] = []
+        j, n, last = 0, len(at), 0.0
+        while j < n:
+            if until is not None and until > at[j]:
+                j = bisect.bisect_left(at, until, j)
+                if j >= n:
+                    break
+            # Cooldowns.start: the end only ever extends
+            until = at[j] + cooldown if until is None else max(until, at[j] + cooldown)
+            out.append(rows[j])
+            last = at[j]
+            j += 1
+        if out:
+            self.cooldowns.start(key, last, cooldown)
+        return out
+
+    def _emit_rows(
+        self, origin: Origin, close_ms: IntArray, batch: CandidateBatch, chosen: list[int]
+    ) -> list[Signal]:
+        """`_emit(batch.candidate(i))` for each chosen row, without the intermediate objects:
+        the levels' ratios by `validate_levels`' formulas (the rows are known valid)."""
+        ix = np.asarray(chosen, dtype=np.int64)
+        cols = zip(
+            close_ms[ix].tolist(),
+            batch.sign[ix].tolist(),
+            batch.entry[ix].tolist(),
+            batch.stop_loss[ix].tolist(),
+            batch.take_profits[ix].tolist(),
+            batch.confidence[ix].tolist(),
+            batch.row[ix].tolist(),
+            strict=True,
+        )
+        out = []
+        for close, sign, entry, sl, tps, conf, row in cols:
+            while tps and tps[-1] != tps[-1]:  # trailing NaN: padding
+                tps.pop()
+            risk = abs(entry - sl)
+            rationale, metadata = batch.describe(row)
+            meta = dict(metadata)
+            meta["rr1"] = round(abs(tps[0] - entry) / risk, 4)
+            if len(tps) > 1:
+                meta["rr2"] = round(abs(tps[1] - entry) / risk, 4)
+            direction = _LONG if sign > 0 else _SHORT
+            out.append(
+                Signal(
+                    id=signal_id(origin.strategy, origin.symbol, origin.timeframe, close, direction),
+                    strategy=origin.strategy,
+                    symbol=origin.symbol,
+                    direction=direction,
+                    timeframe=origin.timeframe,
+                    exchange=origin.exchange,
+                    entry=entry,
+                    stop_loss=sl,
+                    take_profits=tuple(tps),
+                    created_at=iso_utc(close),
+                    bar_close_ms=close,
+                    confidence=None if conf != conf else conf,
+                    rationale=tuple(rationale),
+                    metadata=meta,
+                )
+            )
+        return out

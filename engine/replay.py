@@ -13,6 +13,7 @@ in one process, interleaving outcomes with signals.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -241,14 +242,19 @@ def _run_units(spec: UnitSpec, workers: int, progress: Progress | None) -> list[
                 progress(i + 1, total, sym)
         return out
     _SPEC = spec
+    # Objects inherited from this process stay put in the workers: without this, the workers'
+    # garbage collector would write to every one of them and copy their pages.
+    gc.freeze()
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, total)) as pool:
+        # a fresh worker per market: what one market allocated is returned before the next
+        with multiprocessing.get_context("fork").Pool(min(workers, total), maxtasksperchild=1) as pool:
             for res in pool.imap_unordered(_unit_at, range(total)):
                 out.append(res)
                 if progress is not None:
                     progress(len(out), total, res.key)
     finally:
         _SPEC = None
+        gc.unfreeze()
     return out
 
 

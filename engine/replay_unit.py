@@ -180,7 +180,8 @@ def tabulate(
     res.pnl = np.fromiter((0.0 if e is None else e.pnl_percent for e in evs), np.float64, n)
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
-        with res.records.open("wb") as fh:
+        opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+        with res.records.open("wb", buffering=1 << 20) as fh:
             for (s, _), e in zip(ordered, evs, strict=True):
                 rec = s.to_record()
                 rec["outcome"] = (
@@ -193,7 +194,7 @@ def tabulate(
                         "r_multiple": e.r_multiple,
                     }
                 )
-                fh.write(orjson.dumps(rec, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE))
+                fh.write(orjson.dumps(rec, option=opts))
     return res
 
 

@@ -71,10 +71,16 @@ def write_json(path: Path, doc: dict[str, Any], records: Iterable[bytes]) -> Non
     with path.open("wb") as fh:
         head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         fh.write(head[:-1] + b',"signals":[')
-        for n, rec in enumerate(records):
-            if n:
-                fh.write(b",\n")
-            fh.write(rec)
+        chunk: list[bytes] = []
+        sep = b""
+        for rec in records:
+            chunk.append(rec)
+            if len(chunk) == 4096:  # one write per chunk, not two per record
+                fh.write(sep + b",\n".join(chunk))
+                chunk.clear()
+                sep = b",\n"
+        if chunk:
+            fh.write(sep + b",\n".join(chunk))
         fh.write(b"]}\n")
 
 

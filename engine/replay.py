@@ -302,7 +302,7 @@ def _run_interleaved(spec: UnitSpec, progress: Progress | None) -> UnitResult:
     _advance(tracker, histories, finals, cursor, None)
     if progress is not None:
         progress(len(spec.symbols), len(spec.symbols), "done")
-    out = tabulate(spec, "all", ordered, finals, tracker.stats)
+    out = tabulate(spec, "all", ordered, finals, tracker.stats, {})
     out.evaluations, out.missing = evaluations, missing
     return out
 

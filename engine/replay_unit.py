@@ -84,6 +84,7 @@ def evaluate_market(
     runner: SafeRunner,
     builder: SignalBuilder,
     histories: dict[tuple[str, str], Candles],
+    words: dict[int, bytes] | None = None,
 ) -> tuple[list[Signal], int, list[tuple[str, str]]]:
     """Every instance watching `symbol` over its history, through the level and cooldown gates.
 
@@ -109,7 +110,9 @@ def evaluate_market(
         batch = runner.run_all(inst, Window(symbol, inst.timeframe, candles, frames))
         try:
             emitted.extend(
-                builder.build_batch(origin, candles, batch, start_ms=spec.start_ms, end_ms=spec.end_ms)
+                builder.build_batch(
+                    origin, candles, batch, start_ms=spec.start_ms, end_ms=spec.end_ms, words=words
+                )
             )
         except Exception as exc:  # the plugin's describe() runs here; isolate it like evaluate
             log.error("%s on %s: describing its signals failed: %r", inst.name, symbol, exc)
@@ -135,7 +138,8 @@ def run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     runner = SafeRunner(metrics, quarantine_after=spec.quarantine_after)
     builder = SignalBuilder(Cooldowns(), metrics)
     histories: dict[tuple[str, str], Candles] = {}
-    emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories)
+    words: dict[int, bytes] | None = {} if spec.spool is not None else None
+    emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories, words)
     tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
     consensus = spec.consensus(lambda s: (0, 0)) if spec.consensus is not None else None
     ordered: list[tuple[Signal, Signal]] = []  # (signal, the strategy signal it sorts with)
@@ -149,7 +153,7 @@ def run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     finals: dict[str, OutcomeEvent] = {}
     for key in sorted(tracker.watched()):
         finals.update((e.signal_id, e) for e in tracker.update(key[0], key[1], histories[key]) if e.final)
-    out = tabulate(spec, symbol, ordered, finals, tracker.stats)
+    out = tabulate(spec, symbol, ordered, finals, tracker.stats, words or {})
     out.evaluations, out.missing = evaluations, missing
     out.charts = charts(histories)
     return out
@@ -161,8 +165,10 @@ def tabulate(
     ordered: Sequence[tuple[Signal, Signal]],
     finals: dict[str, OutcomeEvent],
     stats: dict[str, StrategyStats],
+    words: dict[int, bytes],
 ) -> UnitResult:
-    """Columns (and spooled JSON records) of signals already in time order."""
+    """Columns (and spooled JSON records) of signals already in time order; `words` holds the
+    rationale and metadata of signals that carry none themselves, as JSON text."""
     code = {name: i for i, name in enumerate(spec.names)}
     sym = {name: i for i, name in enumerate(spec.symbols)}
     n = len(ordered)
@@ -180,11 +186,11 @@ def tabulate(
     res.pnl = np.fromiter((0.0 if e is None else e.pnl_percent for e in evs), np.float64, n)
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
-        opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+        opts = orjson.OPT_SERIALIZE_NUMPY
         with res.records.open("wb", buffering=1 << 20) as fh:
             for (s, _), e in zip(ordered, evs, strict=True):
                 rec = s.to_record()
-                rec["outcome"] = (
+                outcome = (
                     None
                     if e is None
                     else {
@@ -194,7 +200,14 @@ def tabulate(
                         "r_multiple": e.r_multiple,
                     }
                 )
-                fh.write(orjson.dumps(rec, option=opts))
+                text = words.get(id(s))
+                if text is None:
+                    rec["outcome"] = outcome
+                    fh.write(orjson.dumps(rec, option=opts) + b"\n")
+                else:  # the same bytes as the whole record serialised at once
+                    del rec["rationale"], rec["metadata"]
+                    head = orjson.dumps(rec, option=opts)[:-1]
+                    fh.write(b"".join((head, b",", text, b',"outcome":', orjson.dumps(outcome), b"}\n")))
     return res
 
 

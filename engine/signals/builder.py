@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client import Counter
 
 from engine.market.candles import Candles, IntArray
@@ -22,6 +23,7 @@ from engine.signals.model import Candidate, Direction, Signal, iso_utc, signal_i
 from engine.timeframes import timeframe_seconds
 
 _LONG, _SHORT = Direction.LONG, Direction.SHORT
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,14 @@ class SignalBuilder:
         *,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        words: dict[int, bytes] | None = None,
     ) -> list[Signal]:
         """`build` for every row of a batch in bar order, deciding with arrays what `build` would.
+
+        With `words`, each signal's rationale and metadata go there instead, already as the
+        JSON text of its record (`"rationale":[…],"metadata":{…}`, keyed by `id()` of the
+        Signal — two setups may share a signal id), and the Signal carries none: a replay
+        keeps a year of signals and needs the words only to write them out.
 
         Rows whose bar closes outside [start_ms, end_ms] are ignored. A cooldown key belongs
         to one side (and sub-key) of one stream, so each key's rows are gated on their own:
@@ -149,13 +157,13 @@ class SignalBuilder:
                 self._add(self.metrics.signals, origin.strategy, name, emitted)
         if batch.items is not None:  # a plugin's own Candidate objects
             return [self._emit(origin, int(close_ms[i]), batch.candidate(i)) for i in chosen]
-        return self._emit_rows(origin, close_ms, batch, chosen)
+        return self._emit_rows(origin, close_ms, batch, chosen, words)
 
     def _gate_key(self, key: str, at: list[float], rows: list[int], cooldown: float) -> list[int]:
         """The rows of one cooldown key (times `at`, ascending) that a one-by-one `build` emits."""
-        if cooldown <= 0:
-            return rows  # no cooldown: every valid candidate goes out
         until = self.cooldowns.until(key)
+        if cooldown <= 0:  # nothing new starts; only a cooldown already running blocks
+            return rows if until is None else [r for r, a in zip(rows, at, strict=True) if a >= until]
         out: list[int] = []
         j, n, last = 0, len(at), 0.0
         while j < n:
@@ -173,7 +181,12 @@ class SignalBuilder:
         return out
 
     def _emit_rows(
-        self, origin: Origin, close_ms: IntArray, batch: CandidateBatch, chosen: list[int]
+        self,
+        origin: Origin,
+        close_ms: IntArray,
+        batch: CandidateBatch,
+        chosen: list[int],
+        words: dict[int, bytes] | None,
     ) -> list[Signal]:
         """`_emit(batch.candidate(i))` for each chosen row, without the intermediate objects:
         the levels' ratios by `validate_levels`' formulas (the rows are known valid)."""
@@ -199,6 +212,10 @@ class SignalBuilder:
             if len(tps) > 1:
                 meta["rr2"] = round(abs(tps[1] - entry) / risk, 4)
             direction = _LONG if sign > 0 else _SHORT
+            text = b""
+            if words is not None:
+                text = orjson.dumps({"rationale": list(rationale), "metadata": meta}, option=_JSON_OPTS)
+                rationale, meta = (), {}
             out.append(
                 Signal(
                     id=signal_id(origin.strategy, origin.symbol, origin.timeframe, close, direction),
@@ -217,4 +234,6 @@ class SignalBuilder:
                     metadata=meta,
                 )
             )
+            if words is not None:
+                words[id(out[-1])] = text[1:-1]
         return out

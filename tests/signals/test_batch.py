@@ -6,9 +6,11 @@ faster: every verdict, level, signal and rejection count must equal the scalar p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -247,6 +249,18 @@ def test_batch_gating_equals_building_candidates_one_by_one(
                 want.append(sig)
     assert got == want
     assert fast.cooldowns.snapshot() == slow.cooldowns.snapshot()
+    # a replay's variant: the words leave the Signal as the JSON text of its record
+    words: dict[int, bytes] = {}
+    bare = SignalBuilder(Cooldowns(entries), Metrics()).build_batch(
+        origin, cs, batch, start_ms=start_ms, end_ms=end_ms, words=words
+    )
+    assert [dataclasses.replace(s, rationale=(), metadata={}) for s in want] == bare
+    for s, b in zip(want, bare, strict=True):
+        rec = s.to_record()
+        assert orjson.loads(b"{" + words[id(b)] + b"}") == {
+            "rationale": rec["rationale"],
+            "metadata": rec["metadata"],
+        }
     for reason in ("invalid_levels", "cooldown"):
         assert rejected(m1, reason) == rejected(m2, reason)
     for side in ("LONG", "SHORT"):

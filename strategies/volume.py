@@ -14,6 +14,7 @@ signals out — see docs/strategies/volume.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -24,9 +25,11 @@ from pydantic import Field
 
 from engine.market.candles import Candles, FloatArray, IntArray
 from engine.plugins.base import Strategy, StrategyParams, Window
-from engine.signals.model import Candidate, Direction
+from engine.signals.batch import CandidateBatch, Detail
+from engine.signals.levels import LevelArrays
+from engine.signals.model import Candidate
 from strategies._common import WARMUP_HELP
-from strategies._profile import value_area
+from strategies._profile import centre, profile_frame, rolling_histograms, value_area
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -44,7 +47,7 @@ MIN_RISK_FRACTION = 0.01
 TP1_R, TP2_R = 2.0, 3.0
 
 # (name, weight, rationale) of each factor, in the order the masks are built in `votes`.
-# Templates: {0} is the bar's Facts, {1} its pattern name, {sma} the SMA period.
+# Templates: {0} is the row's Facts, {1} its pattern name, {sma} the SMA period.
 LONG_FACTORS: tuple[tuple[str, int, str], ...] = (
     ("trend", 1, "close above SMA{sma}"),
     ("rsi_band", 1, "RSI {0.rsi:.1f} in 45-80"),
@@ -61,30 +64,8 @@ SHORT_FACTORS: tuple[tuple[str, int, str], ...] = (
     ("pattern", 1, "candle pattern: {1}"),
     ("volume_spike", 2, "volume {0.volume_ratio:.2f} x its SMA{sma} on a red bar"),
 )
-# Windows profiled per array pass: keeps the (windows x bars) temporaries cache-sized.
-PROFILE_CHUNK = 256
 
 PATTERNS = ("", "hammer", "bullish engulfing", "shooting star", "bearish engulfing")
-
-
-class Facts(NamedTuple):
-    """What one firing bar's candidate is built from (plain Python values)."""
-
-    bar: int
-    long: bool
-    long_votes: list[bool]
-    short_votes: list[bool]
-    n_long: int
-    n_short: int
-    entry: float
-    rsi: float
-    sma: float
-    volume_ratio: float
-    pattern: int
-    poc: float
-    vah: float
-    val: float
-    row_height: float
 
 
 class VolumeParams(StrategyParams):
@@ -118,7 +99,9 @@ def candle_patterns(c: Candles, at: IntArray) -> npt.NDArray[np.int8]:
     bull_eng = (pc < po) & green & (cl > po) & (o < pc)
     star = red & (upper > 2 * body) & (lower < 0.3 * body)
     bear_eng = (pc > po) & red & (cl < po) & (o > pc)
-    out = np.select([hammer, bull_eng, star, bear_eng], [1, 2, 3, 4], 0).astype(np.int8)
+    out = np.zeros(at.shape[0], dtype=np.int8)
+    for code, hit in ((4, bear_eng), (3, star), (2, bull_eng), (1, hammer)):  # first match wins
+        out[hit] = code
     out[at == 0] = 0  # no bar before the first one
     return out
 
@@ -141,71 +124,52 @@ def latest_mean_volume(
     return total, n
 
 
-def covered_rows(
-    lo_b: FloatArray, hi_b: FloatArray, base: FloatArray, height: FloatArray, rows: int
-) -> tuple[IntArray, IntArray]:
-    """First and last row whose centre `base + (j + 0.5)·height` lies in each bar's [low, high].
-
-    The closed form can miss by one row when a price sits on a centre (common on coarse tick
-    grids), so it is checked against a table of the centres themselves and nudged.
-    """
-    k = base.shape[0]
-    table = np.empty((k, rows + 2))
-    table[:, 0], table[:, -1] = -np.inf, np.inf
-    table[:, 1:-1] = base + (np.arange(rows) + 0.5) * height
-    flat_t = table.ravel()
-    row0 = (np.arange(k) * (rows + 2) + 1)[:, None]
-    a = np.clip(np.ceil((lo_b - base) / height - 0.5), 0, rows).astype(np.int64)
-    a = a - (flat_t[row0 + a - 1] >= lo_b) + (flat_t[row0 + a] < lo_b)
-    e = np.clip(np.floor((hi_b - base) / height - 0.5), -1, rows - 1).astype(np.int64)
-    e = e + (flat_t[row0 + e + 1] <= hi_b) - (flat_t[row0 + e] > hi_b)
-    return a, e
-
-
 def rolling_profiles(
     c: Candles, at: IntArray, bars: int, rows: int, share: float
 ) -> tuple[FloatArray, FloatArray, FloatArray, IntArray, IntArray, IntArray]:
-    """Profile of the `bars` bars ending at each `at`: row volumes, bottom, row height, POC
-    row, and the value area's lowest and highest row.
-
-    A bar adds its whole volume to every row whose centre lies in [low, high] — a contiguous
-    run of rows, so it costs two entries of a difference array, not a test per row. Windows
-    are processed in chunks small enough for the temporaries to stay in cache.
-    """
-    k = at.shape[0]
-    bottom = np.asarray(talib.MIN(c.low, timeperiod=bars), dtype=np.float64)[at]
-    top = np.asarray(talib.MAX(c.high, timeperiod=bars), dtype=np.float64)[at]
-    height = (top - bottom) / rows
-    flat = height <= 0
-    safe = np.where(flat, 1.0, height)
-    hist = np.empty((k, rows))
-    width = rows + 1
-    for s in range(0, k, PROFILE_CHUNK):
-        part = slice(s, min(s + PROFILE_CHUNK, k))
-        idx = at[part, None] + np.arange(1 - bars, 1)
-        lo_b, hi_b, vol = c.low[idx], c.high[idx], c.volume[idx]
-        a, e = covered_rows(lo_b, hi_b, bottom[part, None], safe[part, None], rows)
-        a = np.where(flat[part, None], 0, a)
-        e = np.where(flat[part, None], rows - 1, e)
-        w = np.where(e >= a, vol, 0.0).ravel()
-        m = idx.shape[0]
-        off = (np.arange(m) * width)[:, None]
-        diff = np.bincount((off + a).ravel(), weights=w, minlength=m * width)
-        diff -= np.bincount((off + e + 1).ravel(), weights=w, minlength=m * width)
-        hist[part] = np.cumsum(diff.reshape(m, width), axis=1)[:, :rows]
+    """Profile of the `bars` bars ending at each `at`: row volumes, bottom, row height (0 for a
+    flat window), POC row, and the value area's lowest and highest row."""
+    bottom, top, height = profile_frame(c, at, bars, rows)
+    hist = rolling_histograms(c.low, c.high, c.volume, at, bottom, top, bars, rows)
     poc = hist.argmax(axis=1)
     va_lo, va_hi = value_area(hist, poc, share, ties_upper=False)
-    return hist, bottom, np.where(flat, 0.0, height), poc, va_lo, va_hi
+    return hist, bottom, height, poc, va_lo, va_hi
 
 
 def near_hvn(
     hist: FloatArray, centres: FloatArray, height: FloatArray, close: FloatArray, mult: float, rows: float
 ) -> BoolArray:
     """Close within `rows` row heights of the nearest high-volume node (row > mult x mean row)."""
-    hvn = hist > mult * hist.mean(axis=1, keepdims=True)
-    dist = np.where(hvn, np.abs(centres - close[:, None]), np.inf).min(axis=1)
-    out: BoolArray = dist < rows * height
+    return within_reach(hist > mult * hist.mean(axis=1, keepdims=True), centres, height, close, rows)
+
+
+def within_reach(
+    hvn: BoolArray, centres: FloatArray, height: FloatArray, close: FloatArray, rows: float
+) -> BoolArray:
+    """Whether a node among the columns of `hvn` (at prices `centres`) is closer to the close
+    than `rows` row heights."""
+    dist = np.where(hvn, np.abs(centres - close[:, None]), np.inf)
+    nearest = dist[:, 0].copy()
+    for j in range(1, dist.shape[1]):  # column by column: numpy's row-wise min is slow on short rows
+        np.minimum(nearest, dist[:, j], out=nearest)
+    out: BoolArray = nearest < rows * height
     return out
+
+
+def near_node(
+    hist: FloatArray, bottom: FloatArray, height: FloatArray, close: FloatArray, mult: float, rows: float
+) -> BoolArray:
+    """`near_hvn` looking only at the few rows around the close: a row more than `rows` + 1
+    heights away cannot be within reach, so the (profiles x rows) table of centres is not needed."""
+    reach = math.ceil(rows) + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.floor((close - bottom) / height)  # a flat profile (height 0) reaches nothing
+    np.nan_to_num(pos, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    k, n_rows = hist.shape
+    cols = np.clip(pos[:, None] + np.arange(-reach, reach + 1), 0, n_rows - 1).astype(np.intp)
+    cells = np.ascontiguousarray(hist).ravel()[cols + np.arange(0, k * n_rows, n_rows)[:, None]]
+    hvn = cells > mult * hist.mean(axis=1, keepdims=True)
+    return within_reach(hvn, centre(bottom[:, None], height[:, None], cols), height, close, rows)
 
 
 class Votes(NamedTuple):
@@ -255,6 +219,42 @@ def factor_votes(c: Candles, p: VolumeParams, at: IntArray) -> Votes:
     return Votes(long_f, short_f, rsi, sma, c.volume[at] / vsma, pattern)
 
 
+# -- levels ---------------------------------------------------------------------------------
+
+
+class Facts(NamedTuple):
+    """The numbers an emitted candidate's rationale quotes (plain Python floats)."""
+
+    rsi: float
+    volume_ratio: float
+    poc: float
+    vah: float
+    val: float
+    row_height: float
+
+
+class Profile(NamedTuple):
+    """The firing bars' profile prices: POC, value-area high and low, and row height."""
+
+    poc: FloatArray
+    vah: FloatArray
+    val: FloatArray
+    row_height: FloatArray
+
+
+def lesser(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Python's `min(a, b)` per element: b only where it is strictly smaller (so a NaN `a`
+    stays, as in the scalar formula this replaces)."""
+    out: FloatArray = np.where(b < a, b, a)
+    return out
+
+
+def greater(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Python's `max(a, b)` per element: b only where it is strictly greater."""
+    out: FloatArray = np.where(b > a, b, a)
+    return out
+
+
 class VolumeStrategy(Strategy[VolumeParams]):
     """LONG/SHORT when ≥ 3 factors vote for a side and outnumber the other side."""
 
@@ -287,7 +287,7 @@ class VolumeStrategy(Strategy[VolumeParams]):
         p = self.params
         at = np.arange(self.lookback - 1, n)
         v = factor_votes(c, p, at)
-        long_f, short_f, close = v.long, v.short, c.close[at]
+        long_f, short_f = v.long, v.short
         n_long = np.sum(long_f, axis=0)
         n_short = np.sum(short_f, axis=0)
         # The HVN factor adds one vote to exactly one side, so only bars one vote short of a
@@ -297,14 +297,15 @@ class VolumeStrategy(Strategy[VolumeParams]):
         sel = np.flatnonzero(maybe)
         if sel.shape[0] == 0:
             return []
-        hist, bottom, height, poc, va_lo, va_hi = rolling_profiles(
-            c, at[sel], p.profile_bars, p.profile_rows, p.value_area_pct
-        )
-        centres = bottom[:, None] + (np.arange(p.profile_rows) + 0.5) * height[:, None]
-        near = near_hvn(hist, centres, height, close[sel], p.hvn_mult, p.hvn_distance_rows)
-        poc_price = centres[np.arange(sel.shape[0]), poc]
-        long_f[3][sel] = near & (close[sel] < poc_price)
-        short_f[2][sel] = near & (close[sel] >= poc_price)
+        i = at[sel]
+        bottom, top, height = profile_frame(c, i, p.profile_bars, p.profile_rows)
+        hist = rolling_histograms(c.low, c.high, c.volume, i, bottom, top, p.profile_bars, p.profile_rows)
+        poc = hist.argmax(axis=1)
+        close = c.close[i]
+        near = near_node(hist, bottom, height, close, p.hvn_mult, p.hvn_distance_rows)
+        poc_price = centre(bottom, height, poc)
+        long_f[3][sel] = near & (close < poc_price)
+        short_f[2][sel] = near & (close >= poc_price)
         n_long[sel] += long_f[3][sel]
         n_short[sel] += short_f[2][sel]
 
@@ -312,69 +313,82 @@ class VolumeStrategy(Strategy[VolumeParams]):
         is_short = (n_short >= m) & (n_short > n_long)
         fire = np.flatnonzero((is_long | is_short)[sel])
         f = sel[fire]
-        i = at[f]
-        rows = [
-            i,
-            is_long[f],
-            np.stack(long_f)[:, f].T,
-            np.stack(short_f)[:, f].T,
-            n_long[f],
-            n_short[f],
-            c.close[i],
-            v.rsi[f],
-            v.sma[f],
-            v.volume_ratio[f],
-            v.pattern[f],
-            poc_price[fire],
-            centres[fire, va_hi[fire]],
-            centres[fire, va_lo[fire]],
-            height[fire],
-        ]
-        return [self._candidate(Facts._make(r)) for r in zip(*(x.tolist() for x in rows), strict=True)]
+        # only the firing bars need their value area (it places the stop)
+        b, h = bottom[fire], height[fire]
+        va_lo, va_hi = value_area(hist, poc[fire], p.value_area_pct, ties_upper=False, of=fire)
+        profile = Profile(poc_price[fire], centre(b, h, va_hi), centre(b, h, va_lo), h)
+        return self._candidates(
+            v, f, at[f], is_long[f], close[fire], long_f, short_f, n_long, n_short, profile
+        )
 
     # -- levels -----------------------------------------------------------------------------
 
-    def _candidate(self, f: Facts) -> Candidate:
+    def _candidates(
+        self,
+        v: Votes,
+        f: IntArray,
+        bar: IntArray,
+        long: BoolArray,
+        entry: FloatArray,
+        long_f: list[BoolArray],
+        short_f: list[BoolArray],
+        n_long: IntArray,
+        n_short: IntArray,
+        pr: Profile,
+    ) -> CandidateBatch:
         """Stop one row beyond the value area (at least 1.5 %), TP1 the POC if ≥ 2R, TP2 ≥ 3R.
 
         The risk unit is the stop distance, at least 1 % of entry; TP1 is the POC when it lies
-        at least 2 units away, else 2 units; TP2 is one unit past TP1, at least 3 units.
+        at least 2 units away, else 2 units; TP2 is one unit past TP1, at least 3 units. Both
+        sides' formulas run over all rows and each row keeps its own side's; the words are built
+        by `describe`, only for the candidates the engine emits. Rows `f` of the vote arrays are
+        the firing bars `bar`.
         """
-        entry, h = f.entry, f.row_height
-        if f.long:
-            direction = Direction.LONG
-            sl = min(f.val - h, (1.0 - MIN_STOP_FRACTION) * entry)
-            risk = max(entry - sl, MIN_RISK_FRACTION * entry)
-            tp1 = max(f.poc, entry + TP1_R * risk)
-            tp2 = max(tp1 + risk, entry + TP2_R * risk)
-            held = [k for k, v in enumerate(f.long_votes) if v]
-            factors = self._long_factors
-        else:
-            direction = Direction.SHORT
-            sl = max(f.vah + h, (1.0 + MIN_STOP_FRACTION) * entry)
-            risk = max(sl - entry, MIN_RISK_FRACTION * entry)
-            tp1 = min(f.poc, entry - TP1_R * risk)
-            tp2 = min(tp1 - risk, entry - TP2_R * risk)
-            held = [k for k, v in enumerate(f.short_votes) if v]
-            factors = self._short_factors
-        pattern = PATTERNS[f.pattern]
-        return Candidate(
-            bar=f.bar,
-            direction=direction,
-            levels=self.levels.explicit(direction, entry, sl, [tp1, tp2]),
-            confidence=float(sum(factors[k][1] for k in held)),
-            rationale=tuple(factors[k][2].format(f, pattern) for k in held),
-            metadata={
+        h = pr.row_height
+        sl_l = lesser(pr.val - h, (1.0 - MIN_STOP_FRACTION) * entry)
+        risk_l = greater(entry - sl_l, MIN_RISK_FRACTION * entry)
+        tp1_l = greater(pr.poc, entry + TP1_R * risk_l)
+        tp2_l = greater(tp1_l + risk_l, entry + TP2_R * risk_l)
+        sl_s = greater(pr.vah + h, (1.0 + MIN_STOP_FRACTION) * entry)
+        risk_s = greater(sl_s - entry, MIN_RISK_FRACTION * entry)
+        tp1_s = lesser(pr.poc, entry - TP1_R * risk_s)
+        tp2_s = lesser(tp1_s - risk_s, entry - TP2_R * risk_s)
+        sl = np.where(long, sl_l, sl_s)
+        tps = np.stack([np.where(long, tp1_l, tp1_s), np.where(long, tp2_l, tp2_s)], axis=1)
+        held_l = np.stack([x[f] for x in long_f], axis=1)
+        held_s = np.stack([x[f] for x in short_f], axis=1)
+        weights_l = np.array([w for _, w, _ in LONG_FACTORS])
+        weights_s = np.array([w for _, w, _ in SHORT_FACTORS])
+        conf = np.where(long, held_l @ weights_l, held_s @ weights_s).astype(np.float64)
+        sign = np.where(long, 1, -1).astype(np.int8)
+        nl, ns = n_long[f], n_short[f]
+        rsi, sma, ratio, pattern = v.rsi[f], v.sma[f], v.volume_ratio[f], v.pattern[f]
+
+        def describe(row: int) -> Detail:
+            is_long = bool(long[row])
+            held = np.flatnonzero(held_l[row] if is_long else held_s[row]).tolist()
+            factors = self._long_factors if is_long else self._short_factors
+            facts = Facts(
+                float(rsi[row]),
+                float(ratio[row]),
+                float(pr.poc[row]),
+                float(pr.vah[row]),
+                float(pr.val[row]),
+                float(h[row]),
+            )
+            name = PATTERNS[int(pattern[row])]
+            return tuple(factors[k][2].format(facts, name) for k in held), {
                 "factors": [factors[k][0] for k in held],
-                "long_votes": f.n_long,
-                "short_votes": f.n_short,
-                "rsi": f.rsi,
-                "sma": f.sma,
-                "volume_ratio": f.volume_ratio,
-                "pattern": pattern,
-                "poc": f.poc,
-                "vah": f.vah,
-                "val": f.val,
-                "row_height": h,
-            },
-        )
+                "long_votes": int(nl[row]),
+                "short_votes": int(ns[row]),
+                "rsi": facts.rsi,
+                "sma": float(sma[row]),
+                "volume_ratio": facts.volume_ratio,
+                "pattern": name,
+                "poc": facts.poc,
+                "vah": facts.vah,
+                "val": facts.val,
+                "row_height": facts.row_height,
+            }
+
+        return self.batch(bar, sign, entry, LevelArrays(sl, tps), describe=describe, confidence=conf)

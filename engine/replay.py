@@ -97,18 +97,20 @@ class ReplayResult:
 
     def records(self) -> Iterator[bytes]:
         """Every signal's JSON record (journal fields plus `outcome`) in time order, one line each."""
-        handles: dict[int, IO[bytes]] = {}
+        handles: list[IO[bytes]] = []
+        lines: dict[int, Iterator[bytes]] = {}
         try:
             for src in self.source.tolist():
-                fh = handles.get(src)
-                if fh is None:
+                it = lines.get(src)
+                if it is None:
                     path = self.record_files[src]
                     if path is None:
                         raise ValueError("this replay was run without records")
-                    fh = handles[src] = path.open("rb")
-                yield fh.readline().rstrip(b"\n")
+                    handles.append(path.open("rb", buffering=1 << 20))
+                    it = lines[src] = iter(handles[-1])
+                yield next(it)[:-1]
         finally:
-            for fh in handles.values():
+            for fh in handles:
                 fh.close()
 
     def close(self) -> None:

@@ -34,7 +34,16 @@ from engine.metrics import Metrics
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
 from engine.replay_plan import history_start, unreplayable_reason
-from engine.replay_unit import UnitResult, UnitSpec, evaluate_market, in_time_order, run_unit, tabulate
+from engine.replay_unit import (
+    COLUMNS,
+    SignalColumns,
+    UnitResult,
+    UnitSpec,
+    evaluate_market,
+    in_time_order,
+    run_unit,
+    tabulate,
+)
 from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator, HitCounts
 from engine.signals.cooldown import Cooldowns
@@ -50,7 +59,7 @@ Progress = Callable[[int, int, str], None]
 
 
 @dataclass(slots=True)
-class ReplayResult:
+class ReplayResult(SignalColumns):
     """Everything a replay found, as columns in time order, plus what it could not run and why.
 
     Row i is one signal (`kind` 0) or consensus signal (1): its strategy and symbol as codes
@@ -60,15 +69,6 @@ class ReplayResult:
 
     names: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
-    t: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
-    strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
-    symbol: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
-    sign: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
-    entry: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
-    result: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
-    closed_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
-    r: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
-    pnl: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     source: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
     record_files: list[Path | None] = field(default_factory=list)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -354,10 +354,7 @@ def _merge(
     src = (
         cat([np.full(len(u.t), k, np.int16) for k, u in enumerate(units)]) if units else np.empty(0, np.int16)
     )
-    cols = {
-        c: cat([getattr(u, c) for u in units]) if units else getattr(result, c)
-        for c in ("t", "strategy", "symbol", "sign", "entry", "result", "closed_ms", "r", "pnl")
-    }
+    cols = {c: cat([getattr(u, c) for u in units]) if units else getattr(result, c) for c in COLUMNS}
     order_strategy = cat([u.order_strategy for u in units]) if units else np.empty(0, np.int16)
     order = np.lexsort((seq, -cols["sign"], cols["symbol"], order_strategy, cols["t"]))
     for c, v in cols.items():

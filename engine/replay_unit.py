@@ -57,13 +57,15 @@ class UnitSpec:
     spool: Path | None  # directory for JSON records; None = no records wanted
 
 
-@dataclass(slots=True)
-class UnitResult:
-    """A unit's signals as columns in its own time order, plus its tallies."""
+COLUMNS = ("t", "strategy", "symbol", "sign", "entry", "result", "closed_ms", "r", "pnl")
 
-    key: str
+
+@dataclass(slots=True)
+class SignalColumns:
+    """Signals as columns: close time, strategy and symbol codes, side, entry, and the final
+    outcome (`result` indexes RESULTS, -1 = still open; when, and its R and PnL %)."""
+
     t: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
-    order_strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
     strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
     symbol: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
     sign: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
@@ -72,6 +74,15 @@ class UnitResult:
     closed_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
     r: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     pnl: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+
+
+@dataclass(slots=True)
+class UnitResult(SignalColumns):
+    """A unit's signals as columns in its own time order, plus its tallies. `order_strategy`
+    is the code of the strategy signal each row sorts with (a consensus row's trigger)."""
+
+    key: str = ""
+    order_strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
     records: Path | None = None
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluations: int = 0

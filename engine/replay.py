@@ -41,6 +41,7 @@ from engine.replay_unit import (
     UnitSpec,
     evaluate_market,
     in_time_order,
+    release_free_memory,
     run_unit,
     tabulate,
 )
@@ -246,6 +247,8 @@ def _run_units(spec: UnitSpec, workers: int, progress: Progress | None) -> list[
     _SPEC = spec
     # Objects inherited from this process stay put in the workers: without this, the workers'
     # garbage collector would write to every one of them and copy their pages.
+    gc.collect()
+    release_free_memory()  # what parsing and planning freed is not handed to every worker
     gc.freeze()
     try:
         # a fresh worker per market: what one market allocated is returned before the next

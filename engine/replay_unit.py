@@ -34,6 +34,7 @@ from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.model import Signal, iso_utc
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
+from engine.signals.settle import Settled, settle
 from engine.signals.tally import StrategyStats
 
 log = logging.getLogger("engine.replay")
@@ -186,20 +187,26 @@ def _run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     words: dict[int, bytes] | None = {} if spec.spool is not None else None
     emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories, words)
     release_free_memory()
-    tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
     consensus = spec.consensus(lambda s: (0, 0)) if spec.consensus is not None else None
     ordered: list[tuple[Signal, Signal]] = []  # (signal, the strategy signal it sorts with)
     for sig in in_time_order(emitted):
         ordered.append((sig, sig))
-        tracker.track(sig)
         agreed = consensus.add(sig) if consensus is not None else None
         if agreed is not None:
             ordered.append((agreed, sig))
-            tracker.track(agreed)
-    finals: dict[str, OutcomeEvent] = {}
-    for key in sorted(tracker.watched()):
-        finals.update((e.signal_id, e) for e in tracker.update(key[0], key[1], histories[key]) if e.final)
-    out = tabulate(spec, symbol, ordered, finals, tracker.stats, words or {})
+    # every signal tracked in this order, then each series' candles: only the ends are kept
+    tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
+    series: dict[tuple[str, str], list[int]] = {}
+    for i, (sig, _) in enumerate(ordered):
+        series.setdefault((sig.symbol, sig.timeframe), []).append(i)
+    n = len(ordered)
+    ends = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
+    for key in sorted(series):
+        rows = np.asarray(series[key])
+        part = settle(tracker, [ordered[i][0] for i in series[key]], key[1], histories[key])
+        for col in ("result", "at_ms", "price", "r", "pnl"):
+            getattr(ends, col)[rows] = getattr(part, col)
+    out = tabulate(spec, symbol, ordered, ends, tracker.stats, words or {})
     out.evaluations, out.missing = evaluations, missing
     out.charts = charts(histories)
     return out
@@ -209,7 +216,7 @@ def tabulate(
     spec: UnitSpec,
     key: str,
     ordered: Sequence[tuple[Signal, Signal]],
-    finals: dict[str, OutcomeEvent],
+    ends: Settled,
     stats: dict[str, StrategyStats],
     words: dict[int, bytes],
 ) -> UnitResult:
@@ -225,26 +232,20 @@ def tabulate(
     res.symbol = np.fromiter((sym[s.symbol] for s, _ in ordered), np.int16, n)
     res.sign = np.fromiter((s.direction.sign for s, _ in ordered), np.int8, n)
     res.entry = np.fromiter((s.entry for s, _ in ordered), np.float64, n)
-    evs = [finals.get(s.id) for s, _ in ordered]
-    res.result = np.fromiter((-1 if e is None else RESULTS.index(e.result) for e in evs), np.int8, n)
-    res.closed_ms = np.fromiter((0 if e is None else e.at_ms for e in evs), np.int64, n)
-    res.r = np.fromiter((0.0 if e is None else e.r_multiple for e in evs), np.float64, n)
-    res.pnl = np.fromiter((0.0 if e is None else e.pnl_percent for e in evs), np.float64, n)
+    res.result, res.closed_ms, res.r, res.pnl = ends.result, ends.at_ms, ends.r, ends.pnl
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
         opts = orjson.OPT_SERIALIZE_NUMPY
         with res.records.open("wb", buffering=1 << 20) as fh:
-            for (s, _), e in zip(ordered, evs, strict=True):
+            cols = zip(
+                ends.result.tolist(), ends.at_ms.tolist(), ends.price.tolist(), ends.r.tolist(), strict=True
+            )
+            for (s, _), (result, at, price, r) in zip(ordered, cols, strict=True):
                 rec = s.to_record()
                 outcome = (
                     None
-                    if e is None
-                    else {
-                        "result": e.result,
-                        "at": iso_utc(e.at_ms),
-                        "price": e.price,
-                        "r_multiple": e.r_multiple,
-                    }
+                    if result < 0
+                    else {"result": RESULTS[result], "at": iso_utc(at), "price": price, "r_multiple": r}
                 )
                 text = words.get(id(s))
                 if text is None:
@@ -255,6 +256,19 @@ def tabulate(
                     head = orjson.dumps(rec, option=opts)[:-1]
                     fh.write(b"".join((head, b",", text, b',"outcome":', orjson.dumps(outcome), b"}\n")))
     return res
+
+
+def settled_from(ordered: Sequence[tuple[Signal, Signal]], finals: dict[str, OutcomeEvent]) -> Settled:
+    """Final events (by signal id) as the columns `tabulate` takes."""
+    evs = [finals.get(s.id) for s, _ in ordered]
+    n = len(evs)
+    return Settled(
+        np.fromiter((-1 if e is None else RESULTS.index(e.result) for e in evs), np.int8, n),
+        np.fromiter((0 if e is None else e.at_ms for e in evs), np.int64, n),
+        np.fromiter((0.0 if e is None else e.price for e in evs), np.float64, n),
+        np.fromiter((0.0 if e is None else e.r_multiple for e in evs), np.float64, n),
+        np.fromiter((0.0 if e is None else e.pnl_percent for e in evs), np.float64, n),
+    )
 
 
 def charts(

@@ -8,12 +8,16 @@ microsecond each, where one small numpy search per question cost tens.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
-from engine.market.candles import FloatArray, IntArray
+from engine.market.candles import Candles, FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
+CHUNK = 64  # a position's candles are taken in chunks of 64, 128, 256, ... (see `locate`)
 
 
 def first_hits(
@@ -56,3 +60,48 @@ def first_hits(
         miss = (found > lvl) & ~(tree[lvl].take(cell, mode="clip") <= limit)
         pos += miss.astype(np.int64) << lvl
     return np.where(found >= 0, pos - row, m)
+
+
+def locate(
+    stop_loss: FloatArray,
+    take_profits: Sequence[tuple[float, ...]],
+    long: BoolArray,
+    opened_ms: IntArray,
+    r: IntArray,
+    c: Candles,
+    closes: IntArray,
+    expiry_age_ms: int | None,
+) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """For each position (starting at candle r of `c`, closing at `closes`): where its decisive
+    stretch ends and where, before that end, its stop, expiry and each target are first reached
+    (the end when they are not; `hits` is (positions, most targets), padded with the end), all
+    positions in a few array operations."""
+    m, count = len(c), stop_loss.shape[0]
+    tps = list(take_profits)
+    lens = np.fromiter(map(len, tps), np.int64, count)
+    k = max(1, int(lens.max()))
+    if int(lens.min()) != k:
+        tps = [t + (math.nan,) * (k - len(t)) for t in tps]
+    levels = np.empty((count, k + 1), dtype=np.float64)
+    levels[:, 0] = stop_loss
+    levels[:, 1:] = np.array(tps, dtype=np.float64).reshape(count, k)
+    # a long's stop and a short's targets are hit by a low at or under them (kind False),
+    # the others by a high at or over them (kind True)
+    kind = np.empty((count, k + 1), dtype=np.bool_)
+    kind[:, 0] = ~long
+    kind[:, 1:] = long[:, None]
+    first = first_hits(c.low, c.high, kind.ravel(), np.repeat(r, k + 1), levels.ravel())
+    first = first.reshape(count, k + 1)
+    j_stop, hits = first[:, 0], first[:, 1:]
+    j_exp = np.full(count, m, dtype=np.int64)
+    if expiry_age_ms is not None:
+        j_exp = np.maximum(closes.searchsorted(opened_ms + expiry_age_ms, side="left"), r)
+    # A position is decided on the candles up to the end of the first chunk after its start
+    # (64, 128, 256, ... of them) holding its stop, its last target or its expiry; later
+    # hits count as unseen. With a ladder in order this changes nothing (every target is
+    # reached by then, or the stop or expiry came first); it keeps a ladder out of order
+    # resolving exactly as the chunk-by-chunk walk this replaces did.
+    decisive = np.minimum(np.minimum(j_stop, hits[np.arange(count), np.maximum(lens, 1) - 1]), j_exp) - r
+    chunks = np.frexp(((decisive + CHUNK) // CHUNK).astype(np.float64))[1].astype(np.int64)
+    end = np.minimum(r + CHUNK * ((1 << chunks) - 1), m)
+    return end, np.minimum(j_stop, end), np.minimum(j_exp, end), np.minimum(hits, end[:, None])

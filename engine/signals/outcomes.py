@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, IntArray
-from engine.signals.hits import first_hits
+from engine.signals.hits import CHUNK, locate
 from engine.signals.model import Direction, Signal, iso_utc
 from engine.signals.tally import StrategyStats
 from engine.timeframes import timeframe_seconds
@@ -27,7 +27,6 @@ RESULTS = ("TP1", "TP2", "TP3", "SL", "EXPIRED")
 BoolArray = npt.NDArray[np.bool_]
 _NEVER_MS = 2**62  # an expiry age (ms) no signal reaches
 _LONG = Direction.LONG  # a module constant: looking members up on the enum class is slow
-_CHUNK = 64  # a position's candles are taken in chunks of 64, 128, 256, ... (see `_search`)
 _SCAN_MAX = 512  # positions x (candles + 16) up to which a plain walk beats the array search
 
 
@@ -188,8 +187,8 @@ class OutcomeTracker:
         closes = stretch.ts + tf_ms
         times, prices = closes.tolist(), stretch.close.tolist()
         # a few positions over at most one chunk: walk them (their whole stretch decides them)
-        if m <= _CHUNK and len(series) * (m + 16) <= _SCAN_MAX:
-            lows, highs, age = stretch.low.tolist(), stretch.high.tolist(), self._expiry_age_ms()
+        if m <= CHUNK and len(series) * (m + 16) <= _SCAN_MAX:
+            lows, highs, age = stretch.low.tolist(), stretch.high.tolist(), self.expiry_age_ms()
             for pos, r in zip(series, (starts - s0).tolist(), strict=True):
                 j_stop, j_exp, hits = self._scan(pos, r, lows, highs, times, age)
                 self._resolve(pos, m, j_stop, j_exp, hits, times, prices, events)
@@ -202,46 +201,19 @@ class OutcomeTracker:
     def _search(
         self, series: list[Position], r: IntArray, c: Candles, closes: IntArray
     ) -> tuple[list[int], list[int], list[int], list[list[int]]]:
-        """For each position (starting at candle r of `c`): where its decisive stretch ends and
-        where, before that end, its stop, expiry and each target are first reached (the end
-        when they are not), all positions in a few array operations."""
-        m, count = len(c), len(series)
-        tps = [p.take_profits for p in series]
-        lens = np.fromiter(map(len, tps), np.int64, count)
-        k = max(1, int(lens.max()))
-        if int(lens.min()) != k:
-            tps = [t + (math.nan,) * (k - len(t)) for t in tps]
-        long = np.fromiter((p.direction is _LONG for p in series), np.bool_, count)
-        levels = np.empty((count, k + 1), dtype=np.float64)
-        levels[:, 0] = np.fromiter((p.stop_loss for p in series), np.float64, count)
-        levels[:, 1:] = np.array(tps, dtype=np.float64).reshape(count, k)
-        # a long's stop and a short's targets are hit by a low at or under them (kind False),
-        # the others by a high at or over them (kind True)
-        kind = np.empty((count, k + 1), dtype=np.bool_)
-        kind[:, 0] = ~long
-        kind[:, 1:] = long[:, None]
-        first = first_hits(c.low, c.high, kind.ravel(), np.repeat(r, k + 1), levels.ravel())
-        first = first.reshape(count, k + 1)
-        j_stop, hits = first[:, 0], first[:, 1:]
-        j_exp = np.full(count, m, dtype=np.int64)
-        age = self._expiry_age_ms()
-        if age is not None:
-            opened = np.fromiter((p.opened_ms for p in series), np.int64, count)
-            j_exp = np.maximum(closes.searchsorted(opened + age, side="left"), r)
-        # A position is decided on the candles up to the end of the first chunk after its start
-        # (64, 128, 256, ... of them) holding its stop, its last target or its expiry; later
-        # hits count as unseen. With a ladder in order this changes nothing (every target is
-        # reached by then, or the stop or expiry came first); it keeps a ladder out of order
-        # resolving exactly as the chunk-by-chunk walk this replaces did.
-        decisive = np.minimum(np.minimum(j_stop, hits[np.arange(count), lens - 1]), j_exp) - r
-        chunks = np.frexp(((decisive + _CHUNK) // _CHUNK).astype(np.float64))[1].astype(np.int64)
-        end = np.minimum(r + _CHUNK * ((1 << chunks) - 1), m)
-        return (
-            end.tolist(),
-            np.minimum(j_stop, end).tolist(),
-            np.minimum(j_exp, end).tolist(),
-            np.minimum(hits, end[:, None]).tolist(),
+        """`locate` for these positions, as lists for the per-position resolution."""
+        count = len(series)
+        end, j_stop, j_exp, hits = locate(
+            np.fromiter((p.stop_loss for p in series), np.float64, count),
+            [p.take_profits for p in series],
+            np.fromiter((p.direction is _LONG for p in series), np.bool_, count),
+            np.fromiter((p.opened_ms for p in series), np.int64, count),
+            r,
+            c,
+            closes,
+            self.expiry_age_ms(),
         )
+        return end.tolist(), j_stop.tolist(), j_exp.tolist(), hits.tolist()
 
     @staticmethod
     def _scan(
@@ -275,7 +247,7 @@ class OutcomeTracker:
         if not math.isfinite(price) or price <= 0:
             return events
         # the price as one candle: its high, low and close, closing now
-        point, when, age = [float(price)], [int(at_ms)], self._expiry_age_ms()
+        point, when, age = [float(price)], [int(at_ms)], self.expiry_age_ms()
         for pos in [p for p in self.open.values() if p.symbol == symbol]:
             if at_ms <= pos.opened_ms:
                 continue
@@ -285,7 +257,7 @@ class OutcomeTracker:
             pos.last_seen_ms = seen
         return events
 
-    def _expiry_age_ms(self) -> int | None:
+    def expiry_age_ms(self) -> int | None:
         """The whole-millisecond age from which a signal has expired (`age >= expiry_seconds`
         in ms, for integer ages), or None if signals never expire."""
         if self.expiry_seconds is None:

@@ -1,0 +1,163 @@
+"""The end of every signal's story at once: what a replay keeps of outcome tracking.
+
+A replay tracks a year of signals and keeps only how each one closed. Walking them through
+`OutcomeTracker.track` and `update` builds a Position per signal and an OutcomeEvent per step,
+a few microseconds each, only to keep the last event. `settle` applies the same rules — the
+same `locate` search, then the ladder of `OutcomeTracker._resolve` written over arrays — and
+returns the final outcomes as columns, recording the tracker's statistics in the same order.
+tests/signals/test_settle.py holds it to `track` + `update`, event for event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.market.candles import Candles, FloatArray, IntArray
+from engine.signals.hits import locate
+from engine.signals.model import Direction, Signal
+from engine.signals.outcomes import RESULTS, OutcomeTracker, Position
+from engine.signals.tally import StrategyStats
+from engine.timeframes import timeframe_seconds
+
+_SL, _EXPIRED = RESULTS.index("SL"), RESULTS.index("EXPIRED")
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Final outcome per signal: `result` indexes RESULTS (-1 = still open), the close's time
+    and price, its R multiple and PnL % (0 where open)."""
+
+    result: npt.NDArray[np.int8]
+    at_ms: IntArray
+    price: FloatArray
+    r: FloatArray
+    pnl: FloatArray
+
+
+def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, candles: Candles) -> Settled:
+    """`tracker.track(s)` for each signal, then one `tracker.update` over `candles`, keeping
+    only each signal's final outcome.
+
+    The signals must be of one market and timeframe, new to the tracker, and `candles` that
+    series' history from before the first of them. Statistics are recorded as track/update
+    would record them, in the same order; positions still open afterwards are left open in
+    the tracker, as update leaves them. A signal whose id was tracked before it in `signals`
+    shares that signal's outcome (the tracker keys positions by id).
+    """
+    n = len(signals)
+    out = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
+    first: dict[str, int] = {}
+    rows: list[int] = []
+    for i, sig in enumerate(signals):  # track()'s bookkeeping
+        st = tracker.stats.get(sig.strategy)
+        if st is None:
+            st = tracker.stats[sig.strategy] = StrategyStats()
+        if sig.id in first or sig.id in tracker.open or not sig.take_profits:
+            continue
+        st.signals += 1
+        first[sig.id] = i
+        rows.append(i)
+    if rows:
+        _resolve_rows(tracker, [signals[i] for i in rows], np.asarray(rows), timeframe, candles, out)
+    for i, sig in enumerate(signals):  # a repeated id shares its first signal's outcome
+        j = first.get(sig.id, i)
+        if j != i:
+            for col in (out.result, out.at_ms, out.price, out.r, out.pnl):
+                col[i] = col[j]
+    return out
+
+
+def _resolve_rows(
+    tracker: OutcomeTracker, sigs: list[Signal], rows: IntArray, timeframe: str, c: Candles, out: Settled
+) -> None:
+    count = len(sigs)
+    tf_ms = timeframe_seconds(timeframe) * 1000
+    opened = np.fromiter((s.bar_close_ms for s in sigs), np.int64, count)
+    starts = c.ts.searchsorted(opened - tf_ms, side="right")  # first candle closing after the signal
+    n = len(c)
+    live = starts < n
+    closes = c.ts + tf_ms
+    long = np.fromiter((s.direction is Direction.LONG for s in sigs), np.bool_, count)
+    stop = np.fromiter((s.stop_loss for s in sigs), np.float64, count)
+    entry = np.fromiter((s.entry for s in sigs), np.float64, count)
+    tps = [tuple(s.take_profits) for s in sigs]
+    lens = np.fromiter(map(len, tps), np.int64, count)
+    k = int(lens.max())
+    ladder = np.array([t + (np.nan,) * (k - len(t)) for t in tps], dtype=np.float64).reshape(count, k)
+    end, j_stop, j_exp, hits = (
+        np.full(count, n),
+        np.full(count, n),
+        np.full(count, n),
+        np.full((count, k), n),
+    )
+    if n == 0:  # nothing to look at: every position stays open
+        for s in sigs:
+            _leave_open(tracker, s, s.bar_close_ms, 0)
+        return
+    if live.any():
+        found = locate(
+            stop[live],
+            [tps[i] for i in np.flatnonzero(live)],
+            long[live],
+            opened[live],
+            starts[live],
+            c,
+            closes,
+            tracker.expiry_age_ms(),
+        )
+        end[live], j_stop[live], j_exp[live], hits[live] = found
+    # the ladder: targets reached in order while each comes before the stop (a stop in the
+    # same candle wins) and no later than the expiry
+    ok = (hits < j_stop[:, None]) & (hits <= j_exp[:, None]) & (np.arange(k) < lens[:, None])
+    reached = np.cumprod(ok, axis=1).sum(axis=1)
+    full = reached == lens
+    stopped = ~full & (j_stop < end) & (j_stop <= j_exp)
+    expired = ~full & ~stopped & (j_exp < end)
+    idx = np.arange(count)
+    last_tp = ladder[idx, lens - 1]
+    reached_tp = ladder[idx, np.maximum(reached, 1) - 1]  # the R of a win stopped after TP1
+    prices_at = c.close
+    j_close = np.where(full, hits[idx, lens - 1], np.where(stopped, j_stop, j_exp))
+    j_safe = np.minimum(j_close, n - 1)
+    price = np.where(full, last_tp, np.where(stopped, stop, prices_at[j_safe]))
+    r_price = np.where(full | (reached > 0), np.where(full, last_tp, reached_tp), price)
+    sign = np.where(long, 1.0, -1.0)
+    risk = np.abs(entry - stop)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(risk > 0, sign * (r_price - entry) / risk, 0.0)
+        pnl = sign * (price - entry) / entry * 100.0
+    code = np.where(full, lens - 1, np.where(reached > 0, reached - 1, np.where(stopped, _SL, _EXPIRED)))
+    closed = full | stopped | expired
+    at = closes[j_safe]
+    target = rows[closed]
+    out.result[target] = code[closed]
+    out.at_ms[target] = at[closed]
+    out.price[target] = price[closed]
+    out.r[target] = r[closed]
+    out.pnl[target] = pnl[closed]
+    # statistics in the order update() closes positions (the order they were tracked)
+    for i in np.flatnonzero(closed).tolist():
+        tracker.stats[sigs[i].strategy].record(RESULTS[int(code[i])], float(r[i]))
+    for i in np.flatnonzero(~closed).tolist():  # still open: left with the tracker, as update leaves them
+        s = sigs[i]
+        _leave_open(tracker, s, int(closes[n - 1]) if live[i] else s.bar_close_ms, int(reached[i]))
+
+
+def _leave_open(tracker: OutcomeTracker, s: Signal, seen_ms: int, reached: int) -> None:
+    tracker.open[s.id] = Position(
+        s.id,
+        s.strategy,
+        s.symbol,
+        s.timeframe,
+        s.direction,
+        s.entry,
+        s.stop_loss,
+        tuple(s.take_profits),
+        s.bar_close_ms,
+        max(seen_ms, s.bar_close_ms),
+        reached,
+    )

@@ -109,7 +109,9 @@ def _resolve_rows(
             closes,
             tracker.expiry_age_ms(),
         )
-        end[live], j_stop[live], j_exp[live], hits[live] = found
+        end[live], j_stop[live], j_exp[live] = found[:3]
+        hits[np.flatnonzero(live)[:, None], np.arange(found[3].shape[1])] = found[3]  # fewer columns if
+        # the live rows have shorter ladders; the rest stay "never"
     # the ladder: targets reached in order while each comes before the stop (a stop in the
     # same candle wins) and no later than the expiry
     ok = (hits < j_stop[:, None]) & (hits <= j_exp[:, None]) & (np.arange(k) < lens[:, None])
@@ -144,7 +146,7 @@ def _resolve_rows(
         tracker.stats[sigs[i].strategy].record(RESULTS[int(code[i])], float(r[i]))
     for i in np.flatnonzero(~closed).tolist():  # still open: left with the tracker, as update leaves them
         s = sigs[i]
-        _leave_open(tracker, s, int(closes[n - 1]) if live[i] else s.bar_close_ms, int(reached[i]))
+        _leave_open(tracker, s, int(closes[end[i] - 1]) if live[i] else s.bar_close_ms, int(reached[i]))
 
 
 def _leave_open(tracker: OutcomeTracker, s: Signal, seen_ms: int, reached: int) -> None:

@@ -221,7 +221,7 @@ def tabulate(
     words: dict[int, bytes],
 ) -> UnitResult:
     """Columns (and spooled JSON records) of signals already in time order; `words` holds the
-    rationale and metadata of signals that carry none themselves, as JSON text."""
+    records of signals that carry no words themselves, as JSON text without the closing brace."""
     code = {name: i for i, name in enumerate(spec.names)}
     sym = {name: i for i, name in enumerate(spec.symbols)}
     n = len(ordered)
@@ -241,20 +241,18 @@ def tabulate(
                 ends.result.tolist(), ends.at_ms.tolist(), ends.price.tolist(), ends.r.tolist(), strict=True
             )
             for (s, _), (result, at, price, r) in zip(ordered, cols, strict=True):
-                rec = s.to_record()
                 outcome = (
                     None
                     if result < 0
                     else {"result": RESULTS[result], "at": iso_utc(at), "price": price, "r_multiple": r}
                 )
-                text = words.get(id(s))
-                if text is None:
+                head = words.get(id(s))
+                if head is None:
+                    rec = s.to_record()
                     rec["outcome"] = outcome
                     fh.write(orjson.dumps(rec, option=opts) + b"\n")
                 else:  # the same bytes as the whole record serialised at once
-                    del rec["rationale"], rec["metadata"]
-                    head = orjson.dumps(rec, option=opts)[:-1]
-                    fh.write(b"".join((head, b",", text, b',"outcome":', orjson.dumps(outcome), b"}\n")))
+                    fh.write(b"".join((head, b',"outcome":', orjson.dumps(outcome), b"}\n")))
     return res
 
 

@@ -108,10 +108,10 @@ class SignalBuilder:
     ) -> list[Signal]:
         """`build` for every row of a batch in bar order, deciding with arrays what `build` would.
 
-        With `words`, each signal's rationale and metadata go there instead, already as the
-        JSON text of its record (`"rationale":[…],"metadata":{…}`, keyed by `id()` of the
-        Signal — two setups may share a signal id), and the Signal carries none: a replay
-        keeps a year of signals and needs the words only to write them out.
+        With `words`, each signal's journal record goes there as JSON text without its closing
+        brace (keyed by `id()` of the Signal — two setups may share a signal id), and the
+        Signal carries no rationale or metadata: a replay keeps a year of signals and needs
+        the words only to write the records out.
 
         Rows whose bar closes outside [start_ms, end_ms] are ignored. A cooldown key belongs
         to one side (and sub-key) of one stream, so each key's rows are gated on their own:
@@ -212,13 +212,38 @@ class SignalBuilder:
             if len(tps) > 1:
                 meta["rr2"] = round(abs(tps[1] - entry) / risk, 4)
             direction = _LONG if sign > 0 else _SHORT
-            text = b""
+            sid = signal_id(origin.strategy, origin.symbol, origin.timeframe, close, direction)
+            created = iso_utc(close)
+            confidence = None if conf != conf else conf
+            targets = tuple(tps)
+            head = b""
             if words is not None:
-                text = orjson.dumps({"rationale": list(rationale), "metadata": meta}, option=_JSON_OPTS)
+                # the journal record (Signal.to_record) less its closing brace, built from what
+                # is at hand, so a replay keeps text instead of the words' objects
+                head = orjson.dumps(
+                    {
+                        "id": sid,
+                        "kind": "signal",
+                        "strategy": origin.strategy,
+                        "symbol": origin.symbol,
+                        "direction": direction.value,
+                        "timeframe": origin.timeframe,
+                        "exchange": origin.exchange,
+                        "entry": entry,
+                        "stop_loss": sl,
+                        "take_profits": tps,
+                        "created_at": created,
+                        "bar_close_ms": close,
+                        "confidence": confidence,
+                        "rationale": list(rationale),
+                        "metadata": meta,
+                    },
+                    option=_JSON_OPTS,
+                )[:-1]
                 rationale, meta = (), {}
             out.append(
                 Signal(
-                    id=signal_id(origin.strategy, origin.symbol, origin.timeframe, close, direction),
+                    id=sid,
                     strategy=origin.strategy,
                     symbol=origin.symbol,
                     direction=direction,
@@ -226,14 +251,14 @@ class SignalBuilder:
                     exchange=origin.exchange,
                     entry=entry,
                     stop_loss=sl,
-                    take_profits=tuple(tps),
-                    created_at=iso_utc(close),
+                    take_profits=targets,
+                    created_at=created,
                     bar_close_ms=close,
-                    confidence=None if conf != conf else conf,
+                    confidence=confidence,
                     rationale=tuple(rationale),
                     metadata=meta,
                 )
             )
             if words is not None:
-                words[id(out[-1])] = text[1:-1]
+                words[id(out[-1])] = head
         return out

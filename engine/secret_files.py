@@ -3,7 +3,7 @@
 Secrets come only from the environment or from a `*_file` path named in the config, and such a
 file must not be accessible to group or others (chmod 600): a secret anyone on the host can read
 is no secret, so a looser file is refused, not used. Every secret read here is registered with
-`engine.logs` so it is masked in every log line from then on. Error messages never contain the
+`engine.redaction` so it is masked in every log line from then on. Error messages never contain the
 secret itself.
 
 The state directory holds the journal, the dead letters and the snapshot: `check_state_permissions`
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError, ConfigProblem, StateError
-from engine.logs import register_secret
+from engine.redaction import register_secret
 
 if TYPE_CHECKING:
     from engine.config import EngineSettings

@@ -25,8 +25,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from engine.logs import redact, redact_obj, register_secret
 from engine.metrics import Metrics
+from engine.redaction import redact, redact_obj, register_secret
 
 ReloadCallback = Callable[[], Awaitable[dict[str, Any]]]
 

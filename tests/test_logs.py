@@ -16,17 +16,13 @@ import pytest
 from engine import logs
 from engine.config import EngineSettings
 from engine.logs import (
-    MASK,
     FileLogSettings,
     RedactingFilter,
-    SecretRegistry,
-    env_secrets,
     file_settings,
-    redact,
-    register_secret,
     setup_logging,
     teardown_logging,
 )
+from engine.redaction import MASK, SecretRegistry, env_secrets, redact, register_secret
 
 TOKEN = "7351829046:AAF3kQx9Zr2mVb8LpT4sWn6Hc1Jy5Ed0GuI"
 TOKEN_SECRET_PART = TOKEN.split(":", 1)[1]

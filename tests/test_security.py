@@ -25,7 +25,7 @@ import pytest
 
 from engine.config import EngineSettings
 from engine.errors import ConfigError, ConfigProblem, StateError
-from engine.logs import REGISTRY, redact
+from engine.redaction import REGISTRY, redact
 from engine.secret_files import (
     ADMIN_TOKEN_ENV,
     admin_token,

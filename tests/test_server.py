@@ -274,7 +274,7 @@ async def test_admin_reload_is_post_only_and_absent_callback_is_501(
 
 
 async def test_ready_body_never_carries_a_registered_secret(server: HealthServer, probe: FakeProbe) -> None:
-    from engine.logs import register_secret
+    from engine.redaction import register_secret
 
     register_secret("leaky-secret-value-77")
     probe.reasons = ["sink failed: apikey=leaky-secret-value-77"]

@@ -19,9 +19,7 @@ from engine.signals import outcomes
 from engine.signals.model import Direction, Signal
 from engine.signals.outcomes import OutcomeEvent, OutcomeTracker
 from engine.signals.tally import StrategyStats
-
-STEP = 300_000  # 5m
-T0 = 1_700_000_000_000
+from tests.support.outcome_cases import STEP, T0, grid_candles, ladder_signal
 
 
 @dataclass
@@ -120,38 +118,18 @@ def scenarios(draw: st.DrawFn) -> tuple[Candles, list[Signal], list[tuple[str, i
     """Candles on an integer price grid (so levels are touched exactly), signals opened at
     random bars with ordered ladders, and a feed of candle windows and ticker prices."""
     n = draw(st.integers(1, 160))
-    lows = draw(st.lists(st.integers(80, 120), min_size=n, max_size=n))
-    spreads = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
-    lo = np.array(lows, dtype=np.float64)
-    hi = lo + np.array(spreads, dtype=np.float64)
-    cl = lo + np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))) * (hi - lo)
-    ts = T0 + STEP * np.arange(n, dtype=np.int64)
-    candles = Candles(ts, cl, hi, lo, cl, np.ones(n))
-
-    signals = []
-    for i in range(draw(st.integers(1, 40))):
-        bar = draw(st.integers(-2, n))
-        long = draw(st.booleans())
-        sign = 1 if long else -1
-        entry = float(draw(st.integers(85, 115)))
-        risk = draw(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 8.0]))
-        steps = draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0]), min_size=1, max_size=3))
-        tps = tuple(entry + sign * risk * float(x) for x in np.cumsum(steps))
-        signals.append(
-            Signal(
-                f"s{i}",
-                draw(st.sampled_from(["a", "b", "c"])),
-                "ETH/BTC",
-                Direction.LONG if long else Direction.SHORT,
-                "5m",
-                "binance",
-                entry,
-                entry - sign * risk,
-                tps,
-                "",
-                T0 + STEP * bar + draw(st.sampled_from([0, 0, 0, 1, STEP // 2])),
-            )
+    candles = grid_candles(draw, n)
+    steps = st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0]), min_size=1, max_size=3)
+    signals = [
+        ladder_signal(
+            draw,
+            f"s{i}",
+            ["a", "b", "c"],
+            T0 + STEP * draw(st.integers(-2, n)) + draw(st.sampled_from([0, 0, 0, 1, STEP // 2])),
+            steps,
         )
+        for i in range(draw(st.integers(1, 40)))
+    ]
 
     feed: list[tuple[str, int, int]] = []  # ("candles", lo, hi) or ("price", price, at_ms)
     done = 0

@@ -7,50 +7,32 @@ same positions left open.
 
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.market.candles import Candles
-from engine.signals.model import Direction, Signal
+from engine.signals.model import Signal
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
 from engine.signals.settle import settle
-
-STEP = 300_000
-T0 = 1_700_000_000_000
+from tests.support.outcome_cases import STEP, T0, grid_candles, ladder_signal
 
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Candles, list[Signal], float | None]:
     n = draw(st.integers(0, 150))
-    lo = np.array(draw(st.lists(st.integers(80, 120), min_size=n, max_size=n)), dtype=np.float64)
-    hi = lo + np.array(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)), dtype=np.float64)
-    cl = lo + np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))) * (hi - lo)
-    candles = Candles(T0 + STEP * np.arange(n, dtype=np.int64), cl, hi, lo, cl, np.ones(n))
-    signals = []
-    for i in range(draw(st.integers(0, 40))):
-        long = draw(st.booleans())
-        sign = 1 if long else -1
-        entry = float(draw(st.integers(85, 115)))
-        risk = draw(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 8.0]))
-        steps = draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, -0.5]), min_size=0, max_size=3))
-        tps = tuple(entry + sign * risk * float(x) for x in np.cumsum(steps))
-        signals.append(
-            Signal(
-                # a few repeated ids: the tracker keys positions by id
-                f"s{draw(st.integers(0, 60)) if draw(st.booleans()) else i + 100}",
-                draw(st.sampled_from(["a", "b", "consensus"])),
-                "ETH/BTC",
-                Direction.LONG if long else Direction.SHORT,
-                "5m",
-                "binance",
-                entry,
-                entry - sign * risk,
-                tps,
-                "",
-                T0 + STEP * draw(st.integers(-2, n + 1)) + draw(st.sampled_from([0, 0, 1, STEP // 2])),
-            )
+    candles = grid_candles(draw, n)
+    steps = st.lists(st.sampled_from([0.5, 1.0, 1.5, -0.5]), min_size=0, max_size=3)
+    signals = [
+        ladder_signal(
+            draw,
+            # a few repeated ids: the tracker keys positions by id
+            f"s{draw(st.integers(0, 60)) if draw(st.booleans()) else i + 100}",
+            ["a", "b", "consensus"],
+            T0 + STEP * draw(st.integers(-2, n + 1)) + draw(st.sampled_from([0, 0, 1, STEP // 2])),
+            steps,
         )
+        for i in range(draw(st.integers(0, 40)))
+    ]
     expiry = draw(st.one_of(st.none(), st.integers(0, 60).map(lambda b: b * 300), st.floats(0, 20_000)))
     return candles, signals, expiry
 

@@ -364,25 +364,25 @@ class VolumeStrategy(Strategy[VolumeParams]):
         nl, ns = n_long[f], n_short[f]
         rsi, sma, ratio, pattern = v.rsi[f], v.sma[f], v.volume_ratio[f], v.pattern[f]
 
+        # plain lists once (a replay describes thousands of rows; element access on arrays is slow)
+        is_long_l, held_ll, held_sl = long.tolist(), held_l.tolist(), held_s.tolist()
+        rsi_l, ratio_l, sma_l, pattern_l = rsi.tolist(), ratio.tolist(), sma.tolist(), pattern.tolist()
+        poc_l, vah_l, val_l, h_l = pr.poc.tolist(), pr.vah.tolist(), pr.val.tolist(), h.tolist()
+        nl_l, ns_l = nl.tolist(), ns.tolist()
+
         def describe(row: int) -> Detail:
-            is_long = bool(long[row])
-            held = np.flatnonzero(held_l[row] if is_long else held_s[row]).tolist()
+            is_long = is_long_l[row]
+            flags = held_ll[row] if is_long else held_sl[row]
+            held = [k for k, on in enumerate(flags) if on]
             factors = self._long_factors if is_long else self._short_factors
-            facts = Facts(
-                float(rsi[row]),
-                float(ratio[row]),
-                float(pr.poc[row]),
-                float(pr.vah[row]),
-                float(pr.val[row]),
-                float(h[row]),
-            )
-            name = PATTERNS[int(pattern[row])]
+            facts = Facts(rsi_l[row], ratio_l[row], poc_l[row], vah_l[row], val_l[row], h_l[row])
+            name = PATTERNS[pattern_l[row]]
             return tuple(factors[k][2].format(facts, name) for k in held), {
                 "factors": [factors[k][0] for k in held],
-                "long_votes": int(nl[row]),
-                "short_votes": int(ns[row]),
+                "long_votes": nl_l[row],
+                "short_votes": ns_l[row],
                 "rsi": facts.rsi,
-                "sma": float(sma[row]),
+                "sma": sma_l[row],
                 "volume_ratio": facts.volume_ratio,
                 "pattern": name,
                 "poc": facts.poc,

@@ -112,7 +112,9 @@ class ConsensusAggregator:
         now_ms = sig.bar_close_ms
         window_ms = int(self.settings.window_minutes * 60_000)
         group = (sig.symbol, sig.direction.value, sig.timeframe)
-        q = self._recent.setdefault(group, deque())
+        q = self._recent.get(group)
+        if q is None:
+            q = self._recent[group] = deque()
         q.append(sig)
         while q and q[0].bar_close_ms < now_ms - window_ms:
             q.popleft()
@@ -124,16 +126,18 @@ class ConsensusAggregator:
                 latest[s.strategy] = s
         if len(latest) < self.settings.min_strategies:
             return None
-        score = sum(self.weight(name) for name in latest)
+        weights = {name: self.weight(name) for name in latest}
+        score = sum(weights.values())
         if score < self.settings.threshold - RR_TOLERANCE:
             return None
-        return self._alert(sig, group, latest, score, now_ms)
+        return self._alert(sig, group, latest, weights, score, now_ms)
 
     def _alert(
         self,
         trigger: Signal,
         group: tuple[str, str, str],
         latest: dict[str, Signal],
+        weights: dict[str, float],
         score: float,
         now_ms: int,
     ) -> Signal | None:
@@ -155,7 +159,7 @@ class ConsensusAggregator:
             contributors.append(
                 {
                     "strategy": name,
-                    "weight": self.weight(name),
+                    "weight": weights[name],
                     "age_minutes": round(age, 2),
                     "entry": sig.entry,
                     "stop_loss": sig.stop_loss,

@@ -229,7 +229,7 @@ def _preload(market: ReplayMarket, workers: int) -> None:
     if len(paths) < 2:
         return
     with multiprocessing.get_context("fork").Pool(min(workers, len(paths))) as pool:
-        for key, rows in zip(paths, pool.map(_load_file, list(paths.values())), strict=True):
+        for key, rows in zip(paths, pool.map(_load_file, list(paths.values()), chunksize=1), strict=True):
             market.adopt(key, rows)
 
 

@@ -105,3 +105,38 @@ def locate(
     chunks = np.frexp(((decisive + CHUNK) // CHUNK).astype(np.float64))[1].astype(np.int64)
     end = np.minimum(r + CHUNK * ((1 << chunks) - 1), m)
     return end, np.minimum(j_stop, end), np.minimum(j_exp, end), np.minimum(hits, end[:, None])
+
+
+HOW_OPEN, HOW_TARGET, HOW_STOP, HOW_EXPIRY = 0, 1, 2, 3
+
+
+def climb(
+    hits: IntArray,
+    lens: IntArray,
+    j_stop: IntArray,
+    j_exp: IntArray,
+    end: IntArray,
+    reached: IntArray,
+) -> tuple[IntArray, IntArray, IntArray]:
+    """The outcome rule for many positions at once, given where things first happen.
+
+    Row i has `lens[i]` targets (`hits[i, k]`: first candle touching target k), `reached[i]`
+    of them reached before; `j_stop`, `j_exp`: first candle touching the stop, reaching the
+    expiry; `end`: the candles seen (an index equal to it means "not seen"). Targets are
+    climbed in order while each comes before the stop (a stop in the same candle wins the
+    tie: conservative) and no later than the expiry; reaching the last one closes the
+    position there; else a stop closes it, else the expiry. Returns the targets reached, how
+    it closed (HOW_OPEN/TARGET/STOP/EXPIRY) and the closing candle's index.
+    """
+    count, k = hits.shape
+    cols = np.arange(k)
+    ok = (hits < j_stop[:, None]) & (hits <= j_exp[:, None]) & (cols < lens[:, None])
+    ok |= cols < reached[:, None]  # reached before: not checked again
+    now = np.cumprod(ok, axis=1).sum(axis=1) if k else np.zeros(count, np.int64)
+    at_target = (now == lens) & (now > reached)
+    stopped = ~at_target & (j_stop < end) & (j_stop <= j_exp)
+    expired = ~at_target & ~stopped & (j_exp < end)
+    how = np.select([at_target, stopped, expired], [HOW_TARGET, HOW_STOP, HOW_EXPIRY], HOW_OPEN)
+    last = hits[np.arange(count), np.maximum(lens, 1) - 1] if k else np.zeros(count, np.int64)
+    at = np.where(at_target, last, np.where(stopped, j_stop, j_exp))
+    return now, how, at

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, IntArray
-from engine.signals.hits import CHUNK, locate
+from engine.signals.hits import CHUNK, HOW_EXPIRY, HOW_OPEN, HOW_STOP, HOW_TARGET, climb, locate
 from engine.signals.model import Direction, Signal, iso_utc
 from engine.signals.tally import StrategyStats
 from engine.timeframes import timeframe_seconds
@@ -189,21 +189,22 @@ class OutcomeTracker:
         # a few positions over at most one chunk: walk them (their whole stretch decides them)
         if m <= CHUNK and len(series) * (m + 16) <= _SCAN_MAX:
             lows, highs, age = stretch.low.tolist(), stretch.high.tolist(), self.expiry_age_ms()
-            for pos, r in zip(series, (starts - s0).tolist(), strict=True):
-                j_stop, j_exp, hits = self._scan(pos, r, lows, highs, times, age)
-                self._resolve(pos, m, j_stop, j_exp, hits, times, prices, events)
+            scans = [
+                self._scan(pos, r, lows, highs, times, age)
+                for pos, r in zip(series, (starts - s0).tolist(), strict=True)
+            ]
+            self._resolve(series, np.full(len(series), m), scans, times, prices, events)
         else:
-            found = self._search(series, starts - s0, stretch, closes)
-            for pos, end, j_stop, j_exp, hits in zip(series, *found, strict=True):
-                self._resolve(pos, end, j_stop, j_exp, hits, times, prices, events)
+            end, j_stop, j_exp, hits = self._search(series, starts - s0, stretch, closes)
+            self._resolve_arrays(series, end, j_stop, j_exp, hits, times, prices, events)
         return events
 
     def _search(
         self, series: list[Position], r: IntArray, c: Candles, closes: IntArray
-    ) -> tuple[list[int], list[int], list[int], list[list[int]]]:
-        """`locate` for these positions, as lists for the per-position resolution."""
+    ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """`locate` for these positions."""
         count = len(series)
-        end, j_stop, j_exp, hits = locate(
+        return locate(
             np.fromiter((p.stop_loss for p in series), np.float64, count),
             [p.take_profits for p in series],
             np.fromiter((p.direction is _LONG for p in series), np.bool_, count),
@@ -213,7 +214,6 @@ class OutcomeTracker:
             closes,
             self.expiry_age_ms(),
         )
-        return end.tolist(), j_stop.tolist(), j_exp.tolist(), hits.tolist()
 
     @staticmethod
     def _scan(
@@ -248,13 +248,14 @@ class OutcomeTracker:
             return events
         # the price as one candle: its high, low and close, closing now
         point, when, age = [float(price)], [int(at_ms)], self.expiry_age_ms()
-        for pos in [p for p in self.open.values() if p.symbol == symbol]:
-            if at_ms <= pos.opened_ms:
-                continue
-            seen = pos.last_seen_ms
-            j_stop, j_exp, hits = self._scan(pos, 0, point, point, when, age)
-            self._resolve(pos, 1, j_stop, j_exp, hits, when, point, events)
-            pos.last_seen_ms = seen
+        series = [p for p in self.open.values() if p.symbol == symbol and at_ms > p.opened_ms]
+        if not series:
+            return events
+        seen = [p.last_seen_ms for p in series]
+        scans = [self._scan(pos, 0, point, point, when, age) for pos in series]
+        self._resolve(series, np.ones(len(series), np.int64), scans, when, point, events)
+        for pos, ms in zip(series, seen, strict=True):
+            pos.last_seen_ms = ms
         return events
 
     def expiry_age_ms(self) -> int | None:
@@ -269,42 +270,69 @@ class OutcomeTracker:
 
     def _resolve(
         self,
-        pos: Position,
-        end: int,
-        j_stop: int,
-        j_exp: int,
-        hits: list[int],
+        series: list[Position],
+        end: IntArray,
+        scans: list[tuple[int, int, list[int]]],
         times: list[int],
         prices: list[float],
         out: list[OutcomeEvent],
     ) -> None:
-        """Move `pos` along its ladder given where things first happen: the index of the first
-        candle touching its stop, reaching its expiry and touching each target (`hits`, one per
-        target), where `end` means "not in the candles seen". Index i closes at `times[i]` at
-        `prices[i]`; events are appended to `out`.
-        """
-        tps, reached = pos.take_profits, pos.reached
-        while reached < len(tps):
-            j = hits[reached]
-            # a stop inside the same candle as the target wins the tie (conservative)
-            if not (j < j_stop and j <= j_exp):
-                break
-            tp = tps[reached]
-            pos.reached = reached = reached + 1
-            label = f"TP{reached}"
-            if reached == len(tps):
-                out.append(self._close(pos, label, label, tp, times[j]))
-                return
-            out.append(self._event(pos, label, label, False, tp, times[j]))
-        tp_r = tps[reached - 1] if reached else None
-        if j_stop < end and j_stop <= j_exp:
-            result = f"TP{reached}" if reached else "SL"
-            out.append(self._close(pos, "SL", result, pos.stop_loss, times[j_stop], tp_r))
-        elif j_exp < end:
-            result = f"TP{reached}" if reached else "EXPIRED"
-            out.append(self._close(pos, "EXPIRED", result, prices[j_exp], times[j_exp], tp_r))
-        else:
-            pos.last_seen_ms = times[end - 1]
+        """`_resolve_arrays` for what `_scan` found, one (stop, expiry, targets) per position."""
+        count = len(series)
+        k = max((len(h) for _, _, h in scans), default=0)
+        hits = np.array([h + [int(e)] * (k - len(h)) for (_, _, h), e in zip(scans, end, strict=True)])
+        self._resolve_arrays(
+            series,
+            end,
+            np.fromiter((s for s, _, _ in scans), np.int64, count),
+            np.fromiter((x for _, x, _ in scans), np.int64, count),
+            hits.reshape(count, k).astype(np.int64),
+            times,
+            prices,
+            out,
+        )
+
+    def _resolve_arrays(
+        self,
+        series: list[Position],
+        end: IntArray,
+        j_stop: IntArray,
+        j_exp: IntArray,
+        hits: IntArray,
+        times: list[int],
+        prices: list[float],
+        out: list[OutcomeEvent],
+    ) -> None:
+        """Move each position along its ladder by the one rule (`climb`), given the first candle
+        touching its stop, reaching its expiry and touching each target, where `end` means "not
+        in the candles seen"; index i closes at `times[i]` at `prices[i]`. Every step becomes an
+        event, appended to `out` in position order."""
+        count = len(series)
+        lens = np.fromiter((len(p.take_profits) for p in series), np.int64, count)
+        before = np.fromiter((p.reached for p in series), np.int64, count)
+        now, how, at = climb(hits, lens, j_stop, j_exp, end, before)
+        rows = zip(
+            series, before.tolist(), now.tolist(), how.tolist(), at.tolist(), end.tolist(), strict=True
+        )
+        for i, (pos, was, reached, closed, j, e) in enumerate(rows):
+            tps = pos.take_profits
+            pos.reached = reached
+            for step in range(was, reached):
+                label = f"TP{step + 1}"
+                t = times[int(hits[i, step])]
+                if closed == HOW_TARGET and step == reached - 1:
+                    out.append(self._close(pos, label, label, tps[step], t))
+                else:
+                    out.append(self._event(pos, label, label, False, tps[step], t))
+            tp_r = tps[reached - 1] if reached else None
+            if closed == HOW_STOP:
+                result = f"TP{reached}" if reached else "SL"
+                out.append(self._close(pos, "SL", result, pos.stop_loss, times[j], tp_r))
+            elif closed == HOW_EXPIRY:
+                result = f"TP{reached}" if reached else "EXPIRED"
+                out.append(self._close(pos, "EXPIRED", result, prices[j], times[j], tp_r))
+            elif closed == HOW_OPEN:
+                pos.last_seen_ms = times[e - 1]
 
     def _event(
         self,

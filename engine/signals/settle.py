@@ -3,8 +3,8 @@
 A replay tracks a year of signals and keeps only how each one closed. Walking them through
 `OutcomeTracker.track` and `update` builds a Position per signal and an OutcomeEvent per step,
 a few microseconds each, only to keep the last event. `settle` applies the same rules — the
-same `locate` search, then the ladder of `OutcomeTracker._resolve` written over arrays — and
-returns the final outcomes as columns, recording the tracker's statistics in the same order.
+same `locate` search and `climb` ladder as `OutcomeTracker.update` — and returns the final
+outcomes as columns, recording the tracker's statistics in the same order.
 tests/signals/test_settle.py holds it to `track` + `update`, event for event.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, FloatArray, IntArray
-from engine.signals.hits import locate
+from engine.signals.hits import HOW_OPEN, HOW_STOP, HOW_TARGET, climb, locate
 from engine.signals.model import Direction, Signal
 from engine.signals.outcomes import RESULTS, OutcomeTracker, Position
 from engine.signals.tally import StrategyStats
@@ -112,18 +112,12 @@ def _resolve_rows(
         end[live], j_stop[live], j_exp[live] = found[:3]
         hits[np.flatnonzero(live)[:, None], np.arange(found[3].shape[1])] = found[3]  # fewer columns if
         # the live rows have shorter ladders; the rest stay "never"
-    # the ladder: targets reached in order while each comes before the stop (a stop in the
-    # same candle wins) and no later than the expiry
-    ok = (hits < j_stop[:, None]) & (hits <= j_exp[:, None]) & (np.arange(k) < lens[:, None])
-    reached = np.cumprod(ok, axis=1).sum(axis=1)
-    full = reached == lens
-    stopped = ~full & (j_stop < end) & (j_stop <= j_exp)
-    expired = ~full & ~stopped & (j_exp < end)
+    reached, how, j_close = climb(hits, lens, j_stop, j_exp, end, np.zeros(count, np.int64))
+    full, stopped, closed = how == HOW_TARGET, how == HOW_STOP, how != HOW_OPEN
     idx = np.arange(count)
     last_tp = ladder[idx, lens - 1]
     reached_tp = ladder[idx, np.maximum(reached, 1) - 1]  # the R of a win stopped after TP1
     prices_at = c.close
-    j_close = np.where(full, hits[idx, lens - 1], np.where(stopped, j_stop, j_exp))
     j_safe = np.minimum(j_close, n - 1)
     price = np.where(full, last_tp, np.where(stopped, stop, prices_at[j_safe]))
     r_price = np.where(full | (reached > 0), np.where(full, last_tp, reached_tp), price)
@@ -133,7 +127,6 @@ def _resolve_rows(
         r = np.where(risk > 0, sign * (r_price - entry) / risk, 0.0)
         pnl = sign * (price - entry) / entry * 100.0
     code = np.where(full, lens - 1, np.where(reached > 0, reached - 1, np.where(stopped, _SL, _EXPIRED)))
-    closed = full | stopped | expired
     at = closes[j_safe]
     target = rows[closed]
     out.result[target] = code[closed]

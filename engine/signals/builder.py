@@ -8,6 +8,7 @@ proposing unusable levels.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,25 +76,16 @@ class SignalBuilder:
 
     def _emit(self, origin: Origin, bar_close_ms: int, cand: Candidate) -> Signal:
         lv = cand.levels
-        meta = dict(cand.metadata)
-        meta["rr1"] = round(lv.rr1, 4)
-        if lv.rr2 is not None:
-            meta["rr2"] = round(lv.rr2, 4)
-        return Signal(
-            id=signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, cand.direction),
-            strategy=origin.strategy,
-            symbol=origin.symbol,
-            direction=cand.direction,
-            timeframe=origin.timeframe,
-            exchange=origin.exchange,
-            entry=lv.entry,
-            stop_loss=lv.stop_loss,
-            take_profits=lv.take_profits,
-            created_at=iso_utc(bar_close_ms),
-            bar_close_ms=bar_close_ms,
-            confidence=cand.confidence,
-            rationale=cand.rationale,
-            metadata=meta,
+        return _signal(
+            origin,
+            bar_close_ms,
+            cand.direction,
+            lv.entry,
+            lv.stop_loss,
+            lv.take_profits,
+            cand.confidence,
+            cand.rationale,
+            _with_ratios(cand.metadata, lv.rr1, lv.rr2),
         )
 
     def build_batch(
@@ -206,59 +198,58 @@ class SignalBuilder:
             while tps and tps[-1] != tps[-1]:  # trailing NaN: padding
                 tps.pop()
             risk = abs(entry - sl)
+            rr2 = abs(tps[1] - entry) / risk if len(tps) > 1 else None
             rationale, metadata = batch.describe(row)
-            meta = dict(metadata)
-            meta["rr1"] = round(abs(tps[0] - entry) / risk, 4)
-            if len(tps) > 1:
-                meta["rr2"] = round(abs(tps[1] - entry) / risk, 4)
+            meta = _with_ratios(metadata, abs(tps[0] - entry) / risk, rr2)
             direction = _LONG if sign > 0 else _SHORT
-            sid = signal_id(origin.strategy, origin.symbol, origin.timeframe, close, direction)
-            created = iso_utc(close)
             confidence = None if conf != conf else conf
-            targets = tuple(tps)
-            head = b""
-            if words is not None:
-                # the journal record (Signal.to_record) less its closing brace, built from what
-                # is at hand, so a replay keeps text instead of the words' objects
-                head = orjson.dumps(
-                    {
-                        "id": sid,
-                        "kind": "signal",
-                        "strategy": origin.strategy,
-                        "symbol": origin.symbol,
-                        "direction": direction.value,
-                        "timeframe": origin.timeframe,
-                        "exchange": origin.exchange,
-                        "entry": entry,
-                        "stop_loss": sl,
-                        "take_profits": tps,
-                        "created_at": created,
-                        "bar_close_ms": close,
-                        "confidence": confidence,
-                        "rationale": list(rationale),
-                        "metadata": meta,
-                    },
-                    option=_JSON_OPTS,
-                )[:-1]
-                rationale, meta = (), {}
-            out.append(
-                Signal(
-                    id=sid,
-                    strategy=origin.strategy,
-                    symbol=origin.symbol,
-                    direction=direction,
-                    timeframe=origin.timeframe,
-                    exchange=origin.exchange,
-                    entry=entry,
-                    stop_loss=sl,
-                    take_profits=targets,
-                    created_at=created,
-                    bar_close_ms=close,
-                    confidence=confidence,
-                    rationale=tuple(rationale),
-                    metadata=meta,
+            if words is None:
+                out.append(
+                    _signal(origin, close, direction, entry, sl, tuple(tps), confidence, rationale, meta)
                 )
-            )
-            if words is not None:
-                words[id(out[-1])] = head
+                continue
+            # the journal record as text, so a replay keeps no words as objects
+            sig = _signal(origin, close, direction, entry, sl, tuple(tps), confidence, (), {})
+            rec = sig.to_record()
+            rec["rationale"], rec["metadata"] = list(rationale), meta
+            words[id(sig)] = orjson.dumps(rec, option=_JSON_OPTS)[:-1]
+            out.append(sig)
         return out
+
+
+def _with_ratios(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> dict[str, Any]:
+    """A signal's metadata: the candidate's, plus its reward:risk ratios."""
+    meta = dict(metadata)
+    meta["rr1"] = round(rr1, 4)
+    if rr2 is not None:
+        meta["rr2"] = round(rr2, 4)
+    return meta
+
+
+def _signal(
+    origin: Origin,
+    bar_close_ms: int,
+    direction: Direction,
+    entry: float,
+    stop_loss: float,
+    take_profits: tuple[float, ...],
+    confidence: float | None,
+    rationale: Sequence[str],
+    metadata: dict[str, Any],
+) -> Signal:
+    return Signal(
+        id=signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, direction),
+        strategy=origin.strategy,
+        symbol=origin.symbol,
+        direction=direction,
+        timeframe=origin.timeframe,
+        exchange=origin.exchange,
+        entry=entry,
+        stop_loss=stop_loss,
+        take_profits=take_profits,
+        created_at=iso_utc(bar_close_ms),
+        bar_close_ms=bar_close_ms,
+        confidence=confidence,
+        rationale=tuple(rationale),
+        metadata=metadata,
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +35,6 @@ from engine.signals.model import Signal, iso_utc
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
 from engine.signals.settle import Settled, settle
 from engine.signals.tally import StrategyStats
-
-log = logging.getLogger("engine.replay")
 
 CHART_POINTS = 1500
 
@@ -128,8 +125,8 @@ def evaluate_market(
                     origin, candles, batch, start_ms=spec.start_ms, end_ms=spec.end_ms, words=words
                 )
             )
-        except Exception as exc:  # the plugin's describe() runs here; isolate it like evaluate
-            log.error("%s on %s: describing its signals failed: %r", inst.name, symbol, exc)
+        except Exception as exc:  # the plugin's describe() runs here; isolated like evaluate
+            runner.failed(inst, symbol, exc)
     return emitted, evaluations, missing
 
 

@@ -36,9 +36,7 @@ class SafeRunner:
         try:
             return batch.at_bar(last)
         except Exception as exc:  # a plugin's describe() runs here, and may fail like evaluate
-            err = StrategyError(inst.name, window.symbol, exc)
-            err.__cause__ = exc
-            self._failed(inst, err)
+            self.failed(inst, window.symbol, exc)
             return ()
 
     def run_all(self, inst: PluginInstance, window: Window) -> CandidateBatch:
@@ -49,9 +47,7 @@ class SafeRunner:
         try:
             result = as_batch(inst.strategy.evaluate(window), inst.strategy.risk)
         except Exception as exc:
-            err = StrategyError(inst.name, window.symbol, exc)
-            err.__cause__ = exc
-            self._failed(inst, err)
+            self.failed(inst, window.symbol, exc)
             return CandidateBatch.empty()
         finally:
             self.metrics.plugin_duration.labels(inst.name).observe(time.perf_counter() - started)
@@ -59,7 +55,11 @@ class SafeRunner:
         inst.failures = 0
         return result
 
-    def _failed(self, inst: PluginInstance, err: StrategyError) -> None:
+    def failed(self, inst: PluginInstance, symbol: str, exc: Exception) -> None:
+        """Book an exception from the plugin's code (`evaluate`, or a batch's `describe` wherever
+        it runs) as a StrategyError: logged, counted, and towards the quarantine."""
+        err = StrategyError(inst.name, symbol, exc)
+        err.__cause__ = exc
         inst.failures += 1
         inst.last_error = str(err)
         self.metrics.plugin_errors.labels(inst.name).inc()

@@ -161,46 +161,6 @@ class CandidateBatch(Sequence[Candidate]):
             items=items,
         ).sorted()
 
-    @classmethod
-    def concat(cls, parts: Sequence[CandidateBatch]) -> CandidateBatch:
-        """One batch of several, rows ordered by bar then side (LONG first), like replay meets them.
-
-        Parts must share `describe` and `settings` (they come from one strategy call); their
-        `row` indices must already point into that one `describe`.
-        """
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        if len(parts) == 1:
-            return parts[0].sorted()
-        first = parts[0]
-        k = max(p.take_profits.shape[1] for p in parts)
-        tps = np.concatenate(
-            [
-                np.pad(p.take_profits, ((0, 0), (0, k - p.take_profits.shape[1])), constant_values=np.nan)
-                for p in parts
-            ]
-        )
-        subs = None
-        if any(p.sub_keys is not None for p in parts):
-            subs = tuple(s for p in parts for s in (p.sub_keys or ("",) * len(p)))
-        joined = cls(
-            bar=np.concatenate([p.bar for p in parts]),
-            sign=np.concatenate([p.sign for p in parts]),
-            entry=np.concatenate([p.entry for p in parts]),
-            stop_loss=np.concatenate([p.stop_loss for p in parts]),
-            take_profits=tps,
-            valid=np.concatenate([p.valid for p in parts]),
-            gate=np.concatenate([p.gate for p in parts]),
-            confidence=np.concatenate([p.confidence for p in parts]),
-            row=np.concatenate([p.row for p in parts]),
-            settings=first.settings,
-            describe=first.describe,
-            sub_keys=subs,
-            items=None,
-        )
-        return joined.sorted()
-
     # -- selection --------------------------------------------------------------------------
 
     def take(self, idx: IntArray | BoolArray) -> CandidateBatch:

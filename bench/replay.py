@@ -116,6 +116,22 @@ def run(cmd: list[str], timeout: float) -> tuple[float, float, subprocess.Comple
     return wall, peak, proc
 
 
+def replay_cmd(cfg: Path, data: Path, out: Path) -> list[str]:
+    """`engine replay` over `data` with the JSON document written to `out`."""
+    return [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "replay",
+        "--config",
+        str(cfg),
+        "--data",
+        str(data),
+        "--json",
+        str(out),
+    ]
+
+
 def bench_year(tmp: Path) -> None:
     data = tmp / "year"
     data.mkdir()
@@ -125,21 +141,7 @@ def bench_year(tmp: Path) -> None:
         symbols.append(f.stem.split("_")[1].replace("-", "/"))
     cfg = config_dir(tmp / "y", symbols, speed=0, data=data, exit_at_end=True)
     out = tmp / "year.json"
-    wall, rss, _ = run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "replay",
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--json",
-            str(out),
-        ],
-        timeout=600,
-    )
+    wall, rss, _ = run(replay_cmd(cfg, data, out), timeout=600)
     doc = json.loads(out.read_text())
     evals = doc["evaluations"]
     skipped = sorted(k for k, v in doc["strategies"].items() if v["skipped"])
@@ -178,21 +180,7 @@ def bench_live_path(tmp: Path) -> None:
         timeout=900,
     )
     out = tmp / "slice.json"
-    wall_vec, _, _ = run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "replay",
-            "--config",
-            str(cfg),
-            "--data",
-            str(data),
-            "--json",
-            str(out),
-        ],
-        timeout=600,
-    )
+    wall_vec, _, _ = run(replay_cmd(cfg, data, out), timeout=600)
     doc = json.loads(out.read_text())
     n_strats = sum(1 for v in doc["strategies"].values() if not v["skipped"])
     evals = doc["evaluations"]

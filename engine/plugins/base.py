@@ -21,13 +21,9 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.market.candles import Candles
 from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
-from engine.signals.batch import CandidateBatch, Describe
+from engine.signals.batch import CandidateBatch, Describe, no_detail
 from engine.signals.levels import ArrayLevels, LevelArrays, RiskSettings, TpSlCalculator
 from engine.signals.model import Candidate
-
-
-def _nothing(_row: int) -> tuple[tuple[str, ...], dict[str, Any]]:
-    return (), {}
 
 
 class StrategyParams(BaseModel):
@@ -118,7 +114,7 @@ class Strategy(ABC, Generic[P]):
         entry: npt.ArrayLike,
         levels: LevelArrays,
         *,
-        describe: Describe | None = None,
+        describe: Describe = no_detail,
         gate: bool | npt.ArrayLike = True,
         confidence: npt.ArrayLike | None = None,
         sub_keys: Sequence[str] | None = None,
@@ -134,7 +130,7 @@ class Strategy(ABC, Generic[P]):
             sign,
             entry,
             levels,
-            describe=describe or _nothing,
+            describe=describe,
             gate=gate,
             confidence=confidence,
             sub_keys=sub_keys,

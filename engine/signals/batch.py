@@ -34,7 +34,8 @@ Describe = Callable[[int], Detail]
 """row → (rationale, metadata): called only for rows that are looked at (emitted ones)."""
 
 
-def _no_detail(_row: int) -> Detail:
+def no_detail(_row: int) -> Detail:
+    """The words of a strategy that gives none: no rationale, no metadata."""
     return (), {}
 
 
@@ -58,7 +59,7 @@ class CandidateBatch(Sequence[Candidate]):
     confidence: FloatArray
     row: IntArray
     settings: RiskSettings
-    describe: Describe = _no_detail
+    describe: Describe = no_detail
     sub_keys: tuple[str, ...] | None = None
     items: tuple[Candidate, ...] | None = None
 
@@ -73,7 +74,7 @@ class CandidateBatch(Sequence[Candidate]):
         entry: npt.ArrayLike,
         levels: LevelArrays,
         *,
-        describe: Describe = _no_detail,
+        describe: Describe = no_detail,
         gate: bool | npt.ArrayLike = True,
         confidence: npt.ArrayLike | None = None,
         sub_keys: Sequence[str] | None = None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
+from engine.config_sections import ccxt_exchange_ids
 
 
 def write(dirpath: Path, name: str, text: str) -> Path:
@@ -76,6 +77,25 @@ def test_unknown_exchange_and_bad_url(cfg: Path) -> None:
     _, problems = load_config(cfg)
     paths = {p.path for p in problems}
     assert {"market.exchange", "market.api_url"} <= paths
+
+
+def test_exchange_ids_are_ccxts_without_importing_it() -> None:
+    """The start-up shortcut must accept exactly what ccxt lists: every real exchange, and none
+    of its helper packages or modules."""
+    import ccxt
+
+    ids = ccxt_exchange_ids()
+    assert ids == set(ccxt.exchanges)
+    assert {"base", "abstract", "async_support", "pro", "static_dependencies"}.isdisjoint(ids)
+
+
+@pytest.mark.parametrize("exchange", ["binance", "kraken", "base", "async_support"])
+def test_exchange_check_matches_ccxt(cfg: Path, exchange: str) -> None:
+    import ccxt
+
+    write(cfg, "engine.toml", f'[market]\nexchange = "{exchange}"\n')
+    _, problems = load_config(cfg)
+    assert ("market.exchange" in {p.path for p in problems}) == (exchange not in ccxt.exchanges)
 
 
 def test_missing_directory(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from engine.clock import Clock
 from engine.errors import DataUnavailable
@@ -194,16 +195,40 @@ def _load_clean(path: Path) -> FloatArray | None:
     """The rows of a file with nothing to drop, parsed straight from disk (parsing is most of a
     long replay's start-up); None when anything is unusual, so `load_csv` can name the lines."""
     try:
-        with path.open() as fh:
-            header = tuple(col.strip().lower() for col in fh.readline().split(","))
+        with path.open("rb") as fh:
+            header = tuple(col.strip().lower() for col in fh.readline().decode().split(","))
             if header[:6] != HEADER:
                 return None
-            arr = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2, usecols=range(6))
+            body = fh.read()
+            arr = _parse_plain(body)
+            if arr is None:
+                arr = np.loadtxt(
+                    body.decode().splitlines(), delimiter=",", dtype=np.float64, ndmin=2, usecols=range(6)
+                )
     except (ValueError, UnicodeDecodeError):
         return None
     if arr.shape[0] == 0 or check_rows(arr, None).reasons:
         return None
     return np.ascontiguousarray(arr)
+
+
+def _parse_plain(body: bytes) -> FloatArray | None:
+    """Rows of exactly six plain numbers, read as one JSON array: orjson reads numbers about
+    twice as fast as `np.loadtxt`, and rounds them the same (correctly). None for anything
+    else (blank lines, other column counts, "nan", "+1", ".5"): `np.loadtxt` reads those."""
+    body = body.rstrip(b"\r\n")
+    if not body:
+        return None
+    # the separators must run five commas, one newline, ...: six fields on every line
+    buf = np.frombuffer(body, np.uint8)
+    seps = buf[np.flatnonzero((buf == ord(",")) | (buf == ord("\n")))] == ord("\n")
+    if (len(seps) + 1) % 6 or not np.array_equal(seps, np.arange(len(seps)) % 6 == 5):
+        return None
+    try:
+        values = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    return np.array(values, dtype=np.float64).reshape(-1, 6)
 
 
 def resample(rows: FloatArray, source_tf: str, timeframe: str) -> FloatArray:

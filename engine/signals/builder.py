@@ -20,7 +20,7 @@ from engine.market.candles import Candles, IntArray
 from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch
 from engine.signals.cooldown import Cooldowns, cooldown_key
-from engine.signals.model import Candidate, Direction, Signal, iso_utc, signal_id
+from engine.signals.model import Candidate, Direction, Signal, iso_utc, signal_id, signal_ids
 from engine.timeframes import timeframe_seconds
 
 _LONG, _SHORT = Direction.LONG, Direction.SHORT
@@ -78,6 +78,7 @@ class SignalBuilder:
         lv = cand.levels
         return _signal(
             origin,
+            signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, cand.direction),
             bar_close_ms,
             cand.direction,
             lv.entry,
@@ -183,9 +184,19 @@ class SignalBuilder:
         """`_emit(batch.candidate(i))` for each chosen row, without the intermediate objects:
         the levels' ratios by `validate_levels`' formulas (the rows are known valid)."""
         ix = np.asarray(chosen, dtype=np.int64)
+        closes = close_ms[ix].tolist()
+        signs = batch.sign[ix].tolist()
+        ids = signal_ids(
+            origin.strategy,
+            origin.symbol,
+            origin.timeframe,
+            closes,
+            ["LONG" if x > 0 else "SHORT" for x in signs],
+        )
         cols = zip(
-            close_ms[ix].tolist(),
-            batch.sign[ix].tolist(),
+            ids,
+            closes,
+            signs,
             batch.entry[ix].tolist(),
             batch.stop_loss[ix].tolist(),
             batch.take_profits[ix].tolist(),
@@ -194,7 +205,7 @@ class SignalBuilder:
             strict=True,
         )
         out = []
-        for close, sign, entry, sl, tps, conf, row in cols:
+        for sid, close, sign, entry, sl, tps, conf, row in cols:
             while tps and tps[-1] != tps[-1]:  # trailing NaN: padding
                 tps.pop()
             risk = abs(entry - sl)
@@ -205,11 +216,11 @@ class SignalBuilder:
             confidence = None if conf != conf else conf
             if words is None:
                 out.append(
-                    _signal(origin, close, direction, entry, sl, tuple(tps), confidence, rationale, meta)
+                    _signal(origin, sid, close, direction, entry, sl, tuple(tps), confidence, rationale, meta)
                 )
                 continue
             # the journal record as text, so a replay keeps no words as objects
-            sig = _signal(origin, close, direction, entry, sl, tuple(tps), confidence, (), {})
+            sig = _signal(origin, sid, close, direction, entry, sl, tuple(tps), confidence, (), {})
             rec = sig.to_record()
             rec["rationale"], rec["metadata"] = list(rationale), meta
             words[id(sig)] = orjson.dumps(rec, option=_JSON_OPTS)[:-1]
@@ -228,6 +239,7 @@ def _with_ratios(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> 
 
 def _signal(
     origin: Origin,
+    sig_id: str,
     bar_close_ms: int,
     direction: Direction,
     entry: float,
@@ -238,7 +250,7 @@ def _signal(
     metadata: dict[str, Any],
 ) -> Signal:
     return Signal(
-        id=signal_id(origin.strategy, origin.symbol, origin.timeframe, bar_close_ms, direction),
+        id=sig_id,
         strategy=origin.strategy,
         symbol=origin.symbol,
         direction=direction,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -75,17 +75,46 @@ class Candidate:
 
 def signal_id(strategy: str, symbol: str, timeframe: str, bar_close_ms: int, direction: Direction) -> str:
     """Deterministic id: the same signal found live and in replay gets the same id."""
-    raw = f"{strategy}|{symbol}|{timeframe}|{bar_close_ms}|{direction.value}"
-    return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:16]
+    return signal_ids(strategy, symbol, timeframe, (bar_close_ms,), (direction.value,))[0]
 
 
-@functools.lru_cache(maxsize=1 << 16)
+def signal_ids(
+    strategy: str, symbol: str, timeframe: str, bar_close_ms: Iterable[int], sides: Iterable[str]
+) -> list[str]:
+    """`signal_id` of many signals of one stream (a replay makes hundreds of thousands)."""
+    head = f"{strategy}|{symbol}|{timeframe}|"
+    sha1 = hashlib.sha1
+    return [
+        sha1(f"{head}{ms}|{side}".encode(), usedforsecurity=False).hexdigest()[:16]
+        for ms, side in zip(bar_close_ms, sides, strict=True)
+    ]
+
+
+_DAY_MS = 86_400_000
+
+
 def iso_utc(epoch_ms: int) -> str:
     """UTC ISO-8601 with a Z suffix, second precision (signal times are candle closes).
 
-    Cached: a replay formats the same few candle closes for many signals and outcomes, and
-    strftime costs microseconds."""
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    Day and time of day are formatted apart and cached: a replay formats a year of distinct
+    candle closes, which no cache of whole timestamps would hold, but only a few hundred
+    days and the few hundred closes of a day."""
+    day, ms = divmod(epoch_ms, _DAY_MS)
+    return f"{_iso_day(day)}T{_iso_time(ms // 1000)}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_day(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).isoformat()
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_time(second: int) -> str:
+    h, rest = divmod(second, 3600)
+    return f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,7 +308,7 @@ def _run_interleaved(spec: UnitSpec, progress: Progress | None) -> UnitResult:
     _advance(tracker, histories, finals, cursor, None)
     if progress is not None:
         progress(len(spec.symbols), len(spec.symbols), "done")
-    out = tabulate(spec, "all", ordered, settled_from(ordered, finals), tracker.stats, {})
+    out = tabulate(spec, "all", ordered, settled_from(ordered, finals), tracker.stats, [None] * len(ordered))
     out.evaluations, out.missing = evaluations, missing
     return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from engine.plugins.runner import SafeRunner
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
-from engine.signals.model import Signal, iso_utc
+from engine.signals.model import Signal, iso_utc_bytes
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
 from engine.signals.settle import Settled, settle
 from engine.signals.tally import StrategyStats
@@ -95,12 +95,13 @@ def evaluate_market(
     runner: SafeRunner,
     builder: SignalBuilder,
     histories: dict[tuple[str, str], Candles],
-    words: dict[int, bytes] | None = None,
+    records: list[bytes] | None = None,
 ) -> tuple[list[Signal], int, list[tuple[str, str]]]:
     """Every instance watching `symbol` over its history, through the level and cooldown gates.
 
     Returns the emitted signals (in instance, then bar order), the evaluations made, and the
-    instances that had no data for this symbol, with the reason.
+    instances that had no data for this symbol, with the reason. With `records`, the signals'
+    JSON records are appended there in the same order (see `SignalBuilder.build_batch`).
     """
     emitted: list[Signal] = []
     evaluations = 0
@@ -122,7 +123,7 @@ def evaluate_market(
         try:
             emitted.extend(
                 builder.build_batch(
-                    origin, candles, batch, start_ms=spec.start_ms, end_ms=spec.end_ms, words=words
+                    origin, candles, batch, start_ms=spec.start_ms, end_ms=spec.end_ms, records=records
                 )
             )
         except Exception as exc:  # the plugin's describe() runs here; isolated like evaluate
@@ -157,9 +158,26 @@ def history(market: ReplayMarket, cache: dict[tuple[str, str], Candles], symbol:
     return cache[key]
 
 
-def in_time_order(signals: Iterable[Signal]) -> list[Signal]:
+def in_time_order(signals: Sequence[Signal]) -> list[Signal]:
     """Live meets signals by candle close, then strategy, symbol and side; so does replay."""
-    return sorted(signals, key=lambda s: (s.bar_close_ms, s.strategy, s.symbol, s.direction.value))
+    return [signals[i] for i in time_order(signals)]
+
+
+def time_order(signals: Sequence[Signal]) -> list[int]:
+    """The positions of `signals` in time order (`in_time_order`): a stable sort on the keys as
+    columns, since a replay orders a year of signals at once."""
+    if len(signals) < 2:
+        return list(range(len(signals)))
+    cols = list(zip(*signals, strict=True))
+    keys = [np.array(cols[i]) for i in (_SIDE_FIELD, _SYMBOL_FIELD, _STRATEGY_FIELD, _CLOSE_FIELD)]
+    keys[0] = keys[0] == "SHORT"  # LONG first, as "LONG" < "SHORT"
+    out: list[int] = np.lexsort(keys).tolist()
+    return out
+
+
+_CLOSE_FIELD, _STRATEGY_FIELD, _SYMBOL_FIELD, _SIDE_FIELD, _ENTRY_FIELD = (
+    Signal._fields.index(name) for name in ("bar_close_ms", "strategy", "symbol", "direction", "entry")
+)
 
 
 def run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
@@ -181,32 +199,48 @@ def _run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     runner = SafeRunner(metrics, quarantine_after=spec.quarantine_after)
     builder = SignalBuilder(Cooldowns(), metrics)
     histories: dict[tuple[str, str], Candles] = {}
-    words: dict[int, bytes] | None = {} if spec.spool is not None else None
-    emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories, words)
+    records: list[bytes] | None = [] if spec.spool is not None else None
+    emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories, records)
     release_free_memory()
     consensus = spec.consensus(lambda s: (0, 0)) if spec.consensus is not None else None
     ordered: list[tuple[Signal, Signal]] = []  # (signal, the strategy signal it sorts with)
-    for sig in in_time_order(emitted):
+    heads: list[bytes | None] = []  # each row's record text, None for a signal that has its words
+    for i in time_order(emitted):
+        sig = emitted[i]
         ordered.append((sig, sig))
+        heads.append(None if records is None else records[i])
         agreed = consensus.add(sig) if consensus is not None else None
         if agreed is not None:
             ordered.append((agreed, sig))
+            heads.append(None)
     # every signal tracked in this order, then each series' candles: only the ends are kept
     tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
-    series: dict[tuple[str, str], list[int]] = {}
-    for i, (sig, _) in enumerate(ordered):
-        series.setdefault((sig.symbol, sig.timeframe), []).append(i)
-    n = len(ordered)
-    ends = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
-    for key in sorted(series):
-        rows = np.asarray(series[key])
-        part = settle(tracker, [ordered[i][0] for i in series[key]], key[1], histories[key])
-        for col in ("result", "at_ms", "price", "r", "pnl"):
-            getattr(ends, col)[rows] = getattr(part, col)
-    out = tabulate(spec, symbol, ordered, ends, tracker.stats, words or {})
+    signals = [sig for sig, _ in ordered]
+    ends = _settle_series(tracker, signals, histories)
+    out = tabulate(spec, symbol, ordered, ends, tracker.stats, heads)
     out.evaluations, out.missing = evaluations, missing
     out.charts = charts(histories)
     return out
+
+
+def _settle_series(
+    tracker: OutcomeTracker, signals: list[Signal], histories: dict[tuple[str, str], Candles]
+) -> Settled:
+    """`settle` for each (symbol, timeframe) series of the signals, in sorted series order."""
+    n = len(signals)
+    ends = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
+    series = list(zip((s.symbol for s in signals), (s.timeframe for s in signals), strict=True))
+    keys = sorted(set(series))
+    if len(keys) == 1:  # the usual unit: one market on one timeframe
+        return settle(tracker, signals, keys[0][1], histories[keys[0]])
+    code = {k: i for i, k in enumerate(keys)}
+    of = np.fromiter((code[k] for k in series), np.int64, n)
+    for i, key in enumerate(keys):
+        rows = np.flatnonzero(of == i)
+        part = settle(tracker, [signals[j] for j in rows.tolist()], key[1], histories[key])
+        for col in ("result", "at_ms", "price", "r", "pnl"):
+            getattr(ends, col)[rows] = getattr(part, col)
+    return ends
 
 
 def tabulate(
@@ -215,42 +249,54 @@ def tabulate(
     ordered: Sequence[tuple[Signal, Signal]],
     ends: Settled,
     stats: dict[str, StrategyStats],
-    words: dict[int, bytes],
+    heads: Sequence[bytes | None],
 ) -> UnitResult:
-    """Columns (and spooled JSON records) of signals already in time order; `words` holds the
-    records of signals that carry no words themselves, as JSON text without the closing brace."""
+    """Columns (and spooled JSON records) of signals already in time order; `heads[i]` is the
+    record of row i as JSON text without the closing brace, or None if the row's signal
+    carries its words (its record is made here)."""
     code = {name: i for i, name in enumerate(spec.names)}
     sym = {name: i for i, name in enumerate(spec.symbols)}
     n = len(ordered)
     res = UnitResult(key=key, stats={k: asdict(v) for k, v in stats.items()})
-    res.t = np.fromiter((s.bar_close_ms for s, _ in ordered), np.int64, n)
-    res.order_strategy = np.fromiter((code[o.strategy] for _, o in ordered), np.int16, n)
-    res.strategy = np.fromiter((code[s.strategy] for s, _ in ordered), np.int16, n)
-    res.symbol = np.fromiter((sym[s.symbol] for s, _ in ordered), np.int16, n)
-    res.sign = np.fromiter((s.direction.sign for s, _ in ordered), np.int8, n)
-    res.entry = np.fromiter((s.entry for s, _ in ordered), np.float64, n)
     res.result, res.closed_ms, res.r, res.pnl = ends.result, ends.at_ms, ends.r, ends.pnl
+    if n == 0:
+        return res
+    signals = [s for s, _ in ordered]
+    cols = list(zip(*signals, strict=True))
+    res.t = np.array(cols[_CLOSE_FIELD], dtype=np.int64)
+    res.order_strategy = np.fromiter((code[o.strategy] for _, o in ordered), np.int16, n)
+    res.strategy = np.fromiter(map(code.__getitem__, cols[_STRATEGY_FIELD]), np.int16, n)
+    res.symbol = np.fromiter(map(sym.__getitem__, cols[_SYMBOL_FIELD]), np.int16, n)
+    res.sign = np.where(np.array(cols[_SIDE_FIELD]) == "LONG", 1, -1).astype(np.int8)
+    res.entry = np.array(cols[_ENTRY_FIELD], dtype=np.float64)
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
-        opts = orjson.OPT_SERIALIZE_NUMPY
         with res.records.open("wb", buffering=1 << 20) as fh:
-            cols = zip(
-                ends.result.tolist(), ends.at_ms.tolist(), ends.price.tolist(), ends.r.tolist(), strict=True
-            )
-            for (s, _), (result, at, price, r) in zip(ordered, cols, strict=True):
-                outcome = (
-                    None
-                    if result < 0
-                    else {"result": RESULTS[result], "at": iso_utc(at), "price": price, "r_multiple": r}
-                )
-                head = words.get(id(s))
-                if head is None:
-                    rec = s.to_record()
-                    rec["outcome"] = outcome
-                    fh.write(orjson.dumps(rec, option=opts) + b"\n")
-                else:  # the same bytes as the whole record serialised at once
-                    fh.write(b"".join((head, b',"outcome":', orjson.dumps(outcome), b"}\n")))
+            fh.writelines(_record_lines(signals, ends, heads))
     return res
+
+
+def _record_lines(signals: list[Signal], ends: Settled, given: Sequence[bytes | None]) -> list[bytes]:
+    """Each signal's JSON record with its outcome, one line each. The numbers are formatted by
+    one orjson call per column, so they read exactly as in a whole record serialised at once."""
+    heads = list(given)
+    opts = orjson.OPT_SERIALIZE_NUMPY
+    for i in [i for i, h in enumerate(heads) if h is None]:  # signals with their words (consensus)
+        heads[i] = orjson.dumps(signals[i].to_record(), option=opts)[:-1]
+    tails = [b',"outcome":null}\n'] * len(signals)
+    closed = np.flatnonzero(ends.result >= 0)
+    results = np.array([r.encode() for r in RESULTS])[ends.result[closed]].tolist()
+    ats = iso_utc_bytes(ends.at_ms[closed])
+    prices = orjson.dumps(ends.price[closed].tolist())[1:-1].split(b",")
+    rs = orjson.dumps(ends.r[closed].tolist())[1:-1].split(b",")
+    for i, result, at, price, r in zip(closed.tolist(), results, ats, prices, rs, strict=True):
+        tails[i] = b',"outcome":{"result":"%s","at":"%s","price":%s,"r_multiple":%s}}\n' % (
+            result,
+            at,
+            price,
+            r,
+        )
+    return list(map(bytes.__add__, heads, tails))  # type: ignore[arg-type]
 
 
 def settled_from(ordered: Sequence[tuple[Signal, Signal]], finals: dict[str, OutcomeEvent]) -> Settled:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from engine.market.candles import Candles, IntArray
 from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch
 from engine.signals.cooldown import Cooldowns, cooldown_key
-from engine.signals.model import Candidate, Direction, Signal, iso_utc, signal_id, signal_ids
+from engine.signals.model import NO_METADATA, Candidate, Direction, Signal, iso_utc, signal_id, signal_ids
 from engine.timeframes import timeframe_seconds
 
 _LONG, _SHORT = Direction.LONG, Direction.SHORT
@@ -97,14 +98,13 @@ class SignalBuilder:
         *,
         start_ms: int | None = None,
         end_ms: int | None = None,
-        words: dict[int, bytes] | None = None,
+        records: list[bytes] | None = None,
     ) -> list[Signal]:
         """`build` for every row of a batch in bar order, deciding with arrays what `build` would.
 
-        With `words`, each signal's journal record goes there as JSON text without its closing
-        brace (keyed by `id()` of the Signal — two setups may share a signal id), and the
-        Signal carries no rationale or metadata: a replay keeps a year of signals and needs
-        the words only to write the records out.
+        With `records`, each returned signal's journal record is appended there, in order, as
+        JSON text without its closing brace, and the Signal carries no rationale or metadata:
+        a replay keeps a year of signals and needs the words only to write the records out.
 
         Rows whose bar closes outside [start_ms, end_ms] are ignored. A cooldown key belongs
         to one side (and sub-key) of one stream, so each key's rows are gated on their own:
@@ -149,8 +149,11 @@ class SignalBuilder:
             if emitted:
                 self._add(self.metrics.signals, origin.strategy, name, emitted)
         if batch.items is not None:  # a plugin's own Candidate objects
-            return [self._emit(origin, int(close_ms[i]), batch.candidate(i)) for i in chosen]
-        return self._emit_rows(origin, close_ms, batch, chosen, words)
+            signals = [self._emit(origin, int(close_ms[i]), batch.candidate(i)) for i in chosen]
+            if records is not None:
+                records.extend(orjson.dumps(s.to_record(), option=_JSON_OPTS)[:-1] for s in signals)
+            return signals
+        return self._emit_rows(origin, close_ms, batch, chosen, records)
 
     def _gate_key(self, key: str, at: list[float], rows: list[int], cooldown: float) -> list[int]:
         """The rows of one cooldown key (times `at`, ascending) that a one-by-one `build` emits."""
@@ -179,53 +182,66 @@ class SignalBuilder:
         close_ms: IntArray,
         batch: CandidateBatch,
         chosen: list[int],
-        words: dict[int, bytes] | None,
+        records: list[bytes] | None,
     ) -> list[Signal]:
         """`_emit(batch.candidate(i))` for each chosen row, without the intermediate objects:
-        the levels' ratios by `validate_levels`' formulas (the rows are known valid)."""
+        the levels' ratios by `validate_levels`' formulas (the rows are known valid), and the
+        signals made from columns in one pass."""
         ix = np.asarray(chosen, dtype=np.int64)
+        n = len(chosen)
         closes = close_ms[ix].tolist()
-        signs = batch.sign[ix].tolist()
-        ids = signal_ids(
-            origin.strategy,
-            origin.symbol,
-            origin.timeframe,
-            closes,
-            ["LONG" if x > 0 else "SHORT" for x in signs],
+        long = batch.sign[ix] > 0
+        sides = np.where(long, "LONG", "SHORT").tolist()
+        entry, sl, tps = batch.entry[ix], batch.stop_loss[ix], batch.take_profits[ix]
+        if np.isnan(tps).any():  # padding: each row's own targets
+            ladders = [tuple(x for x in row if x == x) for row in tps.tolist()]
+        else:
+            ladders = list(map(tuple, tps.tolist()))
+        risk = np.abs(entry - sl)
+        rr1 = (np.abs(tps[:, 0] - entry) / risk).tolist()
+        rr2 = (np.abs(tps[:, 1] - entry) / risk).tolist() if tps.shape[1] > 1 else [None] * n
+        confidence = [None if c != c else c for c in batch.confidence[ix].tolist()]  # NaN: none given
+        signals = list(
+            map(
+                Signal._make,
+                zip(
+                    signal_ids(origin.strategy, origin.symbol, origin.timeframe, closes, sides),
+                    repeat(origin.strategy, n),
+                    repeat(origin.symbol, n),
+                    [_LONG if x else _SHORT for x in long.tolist()],
+                    repeat(origin.timeframe, n),
+                    repeat(origin.exchange, n),
+                    entry.tolist(),
+                    sl.tolist(),
+                    ladders,
+                    map(iso_utc, closes),
+                    closes,
+                    confidence,
+                    repeat((), n),
+                    repeat(NO_METADATA, n),
+                    repeat("signal", n),
+                    strict=True,
+                ),
+            )
         )
-        cols = zip(
-            ids,
-            closes,
-            signs,
-            batch.entry[ix].tolist(),
-            batch.stop_loss[ix].tolist(),
-            batch.take_profits[ix].tolist(),
-            batch.confidence[ix].tolist(),
-            batch.row[ix].tolist(),
-            strict=True,
-        )
-        out = []
-        for sid, close, sign, entry, sl, tps, conf, row in cols:
-            while tps and tps[-1] != tps[-1]:  # trailing NaN: padding
-                tps.pop()
-            risk = abs(entry - sl)
-            rr2 = abs(tps[1] - entry) / risk if len(tps) > 1 else None
-            rationale, metadata = batch.describe(row)
-            meta = _with_ratios(metadata, abs(tps[0] - entry) / risk, rr2)
-            direction = _LONG if sign > 0 else _SHORT
-            confidence = None if conf != conf else conf
-            if words is None:
-                out.append(
-                    _signal(origin, sid, close, direction, entry, sl, tuple(tps), confidence, rationale, meta)
+        details = map(batch.describe, batch.row[ix].tolist())
+        if records is None:
+            return [
+                sig._replace(
+                    rationale=tuple(rationale),
+                    metadata=_with_ratios(metadata, r1, r2 if len(sig.take_profits) > 1 else None),
                 )
-                continue
-            # the journal record as text, so a replay keeps no words as objects
-            sig = _signal(origin, sid, close, direction, entry, sl, tuple(tps), confidence, (), {})
+                for sig, (rationale, metadata), r1, r2 in zip(signals, details, rr1, rr2, strict=True)
+            ]
+        # the journal record as text, so a replay keeps no words as objects
+        heads = []
+        for sig, (rationale, metadata), r1, r2 in zip(signals, details, rr1, rr2, strict=True):
             rec = sig.to_record()
-            rec["rationale"], rec["metadata"] = list(rationale), meta
-            words[id(sig)] = orjson.dumps(rec, option=_JSON_OPTS)[:-1]
-            out.append(sig)
-        return out
+            rec["rationale"] = list(rationale)
+            rec["metadata"] = _with_ratios(metadata, r1, r2 if len(sig.take_profits) > 1 else None)
+            heads.append(orjson.dumps(rec, option=_JSON_OPTS)[:-1])
+        records.extend(heads)  # only once every row is described: a failing describe adds none
+        return signals
 
 
 def _with_ratios(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from engine.signals.model import Direction, Signal, iso_utc
 
 LABELS = ((7.0, "LEGENDARY"), (5.0, "EXTREME"), (3.5, "HIGH"), (2.0, "MODERATE"))
 RR_RELAX = ((7.0, 1.1), (5.0, 1.3), (3.5, 1.4))
+_SIDE = {d: d.value for d in Direction}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,54 +82,88 @@ class ConsensusAggregator:
         plugin_of: Mapping[str, str],
         hits: HitCounts | None = None,
     ):
-        self.settings = settings
-        self.weights = dict(weights)
         self.hits = hits
+        self._settings = settings
+        self._weights = dict(weights)
         # instance name → plugin name, so "psar_fast" weighs like psar unless configured itself
-        self.plugin_of = dict(plugin_of)
+        self._plugin_of = dict(plugin_of)
+        self._base: dict[str, float] = {}  # base weights looked up so far (a replay asks millions of times)
         self._recent: dict[tuple[str, str, str], deque[Signal]] = {}
         self._memory: dict[str, dict[str, Any]] = {}
         self._oldest_alert_ms = 0  # a lower bound of the memory's last_alert_ms values
 
+    # settings, weights and plugin names are replaced on reload; the weights follow them
+
+    @property
+    def settings(self) -> ConsensusSettings:
+        """The knobs in force."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: ConsensusSettings) -> None:
+        self._settings, self._base = value, {}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Configured weights by instance or plugin name."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Mapping[str, float]) -> None:
+        self._weights, self._base = dict(value), {}
+
+    @property
+    def plugin_of(self) -> dict[str, str]:
+        """Instance name → plugin name."""
+        return self._plugin_of
+
+    @plugin_of.setter
+    def plugin_of(self, value: Mapping[str, str]) -> None:
+        self._plugin_of, self._base = dict(value), {}
+
     def base_weight(self, strategy: str) -> float:
         """Configured weight by instance name, then plugin name, else the default weight."""
-        if strategy in self.weights:
-            return self.weights[strategy]
-        return self.weights.get(self.plugin_of.get(strategy, strategy), self.settings.default_weight)
+        if strategy in self._weights:
+            return self._weights[strategy]
+        return self._weights.get(self._plugin_of.get(strategy, strategy), self._settings.default_weight)
 
     def weight(self, strategy: str) -> float:
         """Configured weight, scaled by the strategy's tracked hit rate when adaptive."""
-        base = self.base_weight(strategy)
-        if not self.settings.adaptive or self.hits is None:
+        base = self._base.get(strategy)
+        if base is None:
+            base = self._base[strategy] = self.base_weight(strategy)
+        if not self._settings.adaptive or self.hits is None:
             return base
         wins, closed = self.hits(strategy)
-        st = self.settings
+        st = self._settings
         return base * hit_rate_factor(wins, closed, st.adaptive_min_factor, st.adaptive_max_factor)
 
     def add(self, sig: Signal) -> Signal | None:
         """Record a strategy signal; return a consensus Signal when it triggers a NEW or UPDATE alert."""
         if sig.kind != "signal":
             return None
+        st = self._settings
         now_ms = sig.bar_close_ms
-        window_ms = int(self.settings.window_minutes * 60_000)
-        group = (sig.symbol, sig.direction.value, sig.timeframe)
+        group = (sig.symbol, _SIDE[sig.direction], sig.timeframe)
         q = self._recent.get(group)
         if q is None:
             q = self._recent[group] = deque()
         q.append(sig)
-        while q and q[0].bar_close_ms < now_ms - window_ms:
+        oldest = now_ms - int(st.window_minutes * 60_000)
+        while q[0].bar_close_ms < oldest:  # never empties: sig itself stays
             q.popleft()
-        self._expire_memory(now_ms)
+        if self._memory and self._oldest_alert_ms < now_ms - int(st.memory_hours * 3_600_000):
+            self._expire_memory(now_ms)
         # latest signal per distinct strategy
         latest: dict[str, Signal] = {}
         for s in q:
             if s.bar_close_ms <= now_ms:
                 latest[s.strategy] = s
-        if len(latest) < self.settings.min_strategies:
+        if len(latest) < st.min_strategies:
             return None
         weights = {name: self.weight(name) for name in latest}
         score = sum(weights.values())
-        if score < self.settings.threshold - RR_TOLERANCE:
+        if score < st.threshold - RR_TOLERANCE:
             return None
         return self._alert(sig, group, latest, weights, score, now_ms)
 

@@ -62,9 +62,21 @@ def first_hits(
     return np.where(found >= 0, pos - row, m)
 
 
+def ladders(take_profits: Sequence[tuple[float, ...]]) -> tuple[FloatArray, IntArray]:
+    """Targets as a (positions, most targets) array padded with NaN (never hit), and their counts."""
+    count = len(take_profits)
+    lens = np.fromiter(map(len, take_profits), np.int64, count)
+    k = max(1, int(lens.max())) if count else 1
+    tps = list(take_profits)
+    if count and int(lens.min()) != k:
+        tps = [t + (math.nan,) * (k - len(t)) for t in tps]
+    return np.array(tps, dtype=np.float64).reshape(count, k), lens
+
+
 def locate(
     stop_loss: FloatArray,
-    take_profits: Sequence[tuple[float, ...]],
+    ladder: FloatArray,
+    lens: IntArray,
     long: BoolArray,
     opened_ms: IntArray,
     r: IntArray,
@@ -72,19 +84,15 @@ def locate(
     closes: IntArray,
     expiry_age_ms: int | None,
 ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    """For each position (starting at candle r of `c`, closing at `closes`): where its decisive
-    stretch ends and where, before that end, its stop, expiry and each target are first reached
-    (the end when they are not; `hits` is (positions, most targets), padded with the end), all
-    positions in a few array operations."""
+    """For each position (starting at candle r of `c`, closing at `closes`; targets `ladder`,
+    see `ladders`): where its decisive stretch ends and where, before that end, its stop,
+    expiry and each target are first reached (the end when they are not; `hits` is
+    (positions, most targets), padded with the end), all positions in a few array operations."""
     m, count = len(c), stop_loss.shape[0]
-    tps = list(take_profits)
-    lens = np.fromiter(map(len, tps), np.int64, count)
-    k = max(1, int(lens.max()))
-    if int(lens.min()) != k:
-        tps = [t + (math.nan,) * (k - len(t)) for t in tps]
+    k = ladder.shape[1]
     levels = np.empty((count, k + 1), dtype=np.float64)
     levels[:, 0] = stop_loss
-    levels[:, 1:] = np.array(tps, dtype=np.float64).reshape(count, k)
+    levels[:, 1:] = ladder
     # a long's stop and a short's targets are hit by a low at or under them (kind False),
     # the others by a high at or over them (kind True)
     kind = np.empty((count, k + 1), dtype=np.bool_)

@@ -8,7 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 
 class Direction(StrEnum):
@@ -103,6 +107,13 @@ def iso_utc(epoch_ms: int) -> str:
     return f"{_iso_day(day)}T{_iso_time(ms // 1000)}Z"
 
 
+def iso_utc_bytes(epoch_ms: npt.NDArray[np.int64]) -> list[bytes]:
+    """`iso_utc` of many times at once, as ASCII bytes (for records written as text)."""
+    days, ms = np.divmod(np.asarray(epoch_ms, dtype=np.int64), _DAY_MS)
+    text = map("{}T{}Z".format, map(_iso_day, days.tolist()), map(_iso_time, (ms // 1000).tolist()))
+    return list(map(str.encode, text))
+
+
 @functools.lru_cache(maxsize=4096)
 def _iso_day(day: int) -> str:
     return (_EPOCH + timedelta(days=day)).isoformat()
@@ -117,13 +128,21 @@ def _iso_time(second: int) -> str:
 _EPOCH = date(1970, 1, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Signal:
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+"""The metadata of a signal that has none: one shared, read-only empty mapping."""
+
+
+class Signal(NamedTuple):
     """An emitted signal: the record written to the journal and sent to every sink.
 
     `created_at` is the close time of the signal bar (candle time, not wall time), so live
     and replay produce identical records. `kind` is "signal" for a strategy's signal and
     "consensus" for the aggregator's.
+
+    Immutable like the engine's frozen dataclasses, but a NamedTuple: a year-long replay
+    makes several hundred thousand signals, and a tuple is built about six times faster
+    than a frozen dataclass (which sets each field through `object.__setattr__`), and many
+    of them turn into columns at C speed (`zip(*signals)`).
     """
 
     id: str
@@ -139,7 +158,7 @@ class Signal:
     bar_close_ms: int
     confidence: float | None = None
     rationale: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = NO_METADATA
     kind: str = "signal"
 
     @property

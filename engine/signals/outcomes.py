@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, IntArray
-from engine.signals.hits import CHUNK, HOW_EXPIRY, HOW_OPEN, HOW_STOP, HOW_TARGET, climb, locate
+from engine.signals.hits import CHUNK, HOW_EXPIRY, HOW_OPEN, HOW_STOP, HOW_TARGET, climb, ladders, locate
 from engine.signals.model import Direction, Signal, iso_utc
 from engine.signals.tally import StrategyStats
 from engine.timeframes import timeframe_seconds
@@ -206,7 +206,7 @@ class OutcomeTracker:
         count = len(series)
         return locate(
             np.fromiter((p.stop_loss for p in series), np.float64, count),
-            [p.take_profits for p in series],
+            *ladders([p.take_profits for p in series]),
             np.fromiter((p.direction is _LONG for p in series), np.bool_, count),
             np.fromiter((p.opened_ms for p in series), np.int64, count),
             r,

@@ -10,14 +10,16 @@ tests/signals/test_settle.py holds it to `track` + `update`, event for event.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, FloatArray, IntArray
-from engine.signals.hits import HOW_OPEN, HOW_STOP, HOW_TARGET, climb, locate
+from engine.signals.hits import HOW_OPEN, HOW_STOP, HOW_TARGET, climb, ladders, locate
 from engine.signals.model import Direction, Signal
 from engine.signals.outcomes import RESULTS, OutcomeTracker, Position
 from engine.signals.tally import StrategyStats
@@ -50,44 +52,74 @@ def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, c
     """
     n = len(signals)
     out = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
+    if n == 0:
+        return out
+    cols = _Columns(*zip(*signals, strict=True))
+    for name in dict.fromkeys(cols.strategy):  # track()'s bookkeeping: every strategy gets a tally
+        if name not in tracker.stats:
+            tracker.stats[name] = StrategyStats()
+    lens = np.fromiter(map(len, cols.take_profits), np.int64, n)
+    eligible = lens > 0  # track() ignores signals without targets, and ids it already follows
+    if tracker.open:
+        eligible &= np.fromiter((sid not in tracker.open for sid in cols.id), np.bool_, n)
     first: dict[str, int] = {}
-    rows: list[int] = []
-    for i, sig in enumerate(signals):  # track()'s bookkeeping
-        st = tracker.stats.get(sig.strategy)
-        if st is None:
-            st = tracker.stats[sig.strategy] = StrategyStats()
-        if sig.id in first or sig.id in tracker.open or not sig.take_profits:
-            continue
-        st.signals += 1
-        first[sig.id] = i
-        rows.append(i)
-    if rows:
-        _resolve_rows(tracker, [signals[i] for i in rows], np.asarray(rows), timeframe, candles, out)
-    for i, sig in enumerate(signals):  # a repeated id shares its first signal's outcome
-        j = first.get(sig.id, i)
-        if j != i:
-            for col in (out.result, out.at_ms, out.price, out.r, out.pnl):
-                col[i] = col[j]
+    for i in np.flatnonzero(eligible).tolist():
+        first.setdefault(cols.id[i], i)
+    owner = np.fromiter((first.get(sid, i) for i, sid in enumerate(cols.id)), np.int64, n)
+    rows = np.flatnonzero(eligible & (owner == np.arange(n)))
+    for name, count in Counter(cols.strategy[i] for i in rows.tolist()).items():
+        tracker.stats[name].signals += count
+    if len(rows):
+        _resolve_rows(tracker, signals, cols, rows, lens, timeframe, candles, out)
+    shared = np.flatnonzero(owner != np.arange(n))  # a repeated id shares its first signal's outcome
+    if len(shared):
+        for col in (out.result, out.at_ms, out.price, out.r, out.pnl):
+            col[shared] = col[owner[shared]]
     return out
 
 
+class _Columns(NamedTuple):
+    """`zip(*signals)`: one tuple per Signal field."""
+
+    id: tuple[str, ...]
+    strategy: tuple[str, ...]
+    symbol: tuple[str, ...]
+    direction: tuple[Direction, ...]
+    timeframe: tuple[str, ...]
+    exchange: tuple[str, ...]
+    entry: tuple[float, ...]
+    stop_loss: tuple[float, ...]
+    take_profits: tuple[tuple[float, ...], ...]
+    created_at: tuple[str, ...]
+    bar_close_ms: tuple[int, ...]
+    confidence: tuple[float | None, ...]
+    rationale: tuple[tuple[str, ...], ...]
+    metadata: tuple[object, ...]
+    kind: tuple[str, ...]
+
+
 def _resolve_rows(
-    tracker: OutcomeTracker, sigs: list[Signal], rows: IntArray, timeframe: str, c: Candles, out: Settled
+    tracker: OutcomeTracker,
+    signals: Sequence[Signal],
+    cols: _Columns,
+    rows: IntArray,
+    all_lens: IntArray,
+    timeframe: str,
+    c: Candles,
+    out: Settled,
 ) -> None:
-    count = len(sigs)
+    count = len(rows)
     tf_ms = timeframe_seconds(timeframe) * 1000
-    opened = np.fromiter((s.bar_close_ms for s in sigs), np.int64, count)
+    opened = np.array(cols.bar_close_ms, dtype=np.int64)[rows]
     starts = c.ts.searchsorted(opened - tf_ms, side="right")  # first candle closing after the signal
     n = len(c)
     live = starts < n
     closes = c.ts + tf_ms
-    long = np.fromiter((s.direction is Direction.LONG for s in sigs), np.bool_, count)
-    stop = np.fromiter((s.stop_loss for s in sigs), np.float64, count)
-    entry = np.fromiter((s.entry for s in sigs), np.float64, count)
-    tps = [tuple(s.take_profits) for s in sigs]
-    lens = np.fromiter(map(len, tps), np.int64, count)
-    k = int(lens.max())
-    ladder = np.array([t + (np.nan,) * (k - len(t)) for t in tps], dtype=np.float64).reshape(count, k)
+    long = np.array([d is Direction.LONG for d in cols.direction], dtype=np.bool_)[rows]
+    stop = np.array(cols.stop_loss, dtype=np.float64)[rows]
+    entry = np.array(cols.entry, dtype=np.float64)[rows]
+    ladder, lens = ladders([cols.take_profits[i] for i in rows.tolist()])
+    k = ladder.shape[1]
     end, j_stop, j_exp, hits = (
         np.full(count, n),
         np.full(count, n),
@@ -95,13 +127,14 @@ def _resolve_rows(
         np.full((count, k), n),
     )
     if n == 0:  # nothing to look at: every position stays open
-        for s in sigs:
-            _leave_open(tracker, s, s.bar_close_ms, 0)
+        for i in rows.tolist():
+            _leave_open(tracker, signals[i], signals[i].bar_close_ms, 0)
         return
     if live.any():
         found = locate(
             stop[live],
-            [tps[i] for i in np.flatnonzero(live)],
+            ladder[live],
+            lens[live],
             long[live],
             opened[live],
             starts[live],
@@ -134,12 +167,25 @@ def _resolve_rows(
     out.price[target] = price[closed]
     out.r[target] = r[closed]
     out.pnl[target] = pnl[closed]
-    # statistics in the order update() closes positions (the order they were tracked)
-    for i in np.flatnonzero(closed).tolist():
-        tracker.stats[sigs[i].strategy].record(RESULTS[int(code[i])], float(r[i]))
+    _tally(tracker, [cols.strategy[i] for i in target.tolist()], code[closed], r[closed])
     for i in np.flatnonzero(~closed).tolist():  # still open: left with the tracker, as update leaves them
-        s = sigs[i]
+        s = signals[int(rows[i])]
         _leave_open(tracker, s, int(closes[end[i] - 1]) if live[i] else s.bar_close_ms, int(reached[i]))
+
+
+def _tally(tracker: OutcomeTracker, strategy: list[str], code: IntArray, r: FloatArray) -> None:
+    """`StrategyStats.record` for each close, in order: per strategy, counts by result and the
+    running sum of R (`np.cumsum` adds left to right, as the one-by-one tally does)."""
+    names = np.array(strategy, dtype=object)
+    for name in dict.fromkeys(strategy):
+        mine = names == name
+        st = tracker.stats[name]
+        counts = np.bincount(code[mine], minlength=len(RESULTS)).tolist()
+        for result, k in zip(RESULTS, counts, strict=True):
+            if k:
+                attr = result.lower()
+                setattr(st, attr, getattr(st, attr) + k)
+        st.sum_r = float(np.cumsum(np.concatenate(([st.sum_r], r[mine])))[-1])
 
 
 def _leave_open(tracker: OutcomeTracker, s: Signal, seen_ms: int, reached: int) -> None:

@@ -6,7 +6,6 @@ faster: every verdict, level, signal and rejection count must equal the scalar p
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -250,13 +249,12 @@ def test_batch_gating_equals_building_candidates_one_by_one(
     assert got == want
     assert fast.cooldowns.snapshot() == slow.cooldowns.snapshot()
     # a replay's variant: the words leave the Signal, its record is kept as JSON text
-    words: dict[int, bytes] = {}
+    records: list[bytes] = []
     bare = SignalBuilder(Cooldowns(entries), Metrics()).build_batch(
-        origin, cs, batch, start_ms=start_ms, end_ms=end_ms, words=words
+        origin, cs, batch, start_ms=start_ms, end_ms=end_ms, records=records
     )
-    assert [dataclasses.replace(s, rationale=(), metadata={}) for s in want] == bare
-    for s, b in zip(want, bare, strict=True):
-        assert orjson.loads(words[id(b)] + b"}") == s.to_record()
+    assert [s._replace(rationale=(), metadata={}) for s in want] == bare
+    assert [orjson.loads(r + b"}") for r in records] == [s.to_record() for s in want]
     for reason in ("invalid_levels", "cooldown"):
         assert rejected(m1, reason) == rejected(m2, reason)
     for side in ("LONG", "SHORT"):

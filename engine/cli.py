@@ -235,7 +235,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for name, why in sorted(result.skipped.items()):
             print(f"skipped {name}: {why}", file=sys.stderr)
         if args.json is not None:
-            write_json(args.json, doc, result.records())
+            write_json(args.json, doc, result)
         if args.report is not None:
             args.report.write_text(render_html(result, doc, args.symbol))
     finally:

@@ -19,10 +19,10 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from engine.metrics import Metrics
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
 from engine.replay_plan import history_start, unreplayable_reason
+from engine.replay_records import write_spooled
 from engine.replay_unit import (
     COLUMNS,
     SignalColumns,
@@ -66,12 +67,13 @@ class ReplayResult(SignalColumns):
 
     Row i is one signal (`kind` 0) or consensus signal (1): its strategy and symbol as codes
     into `names` / `symbols`, and its final outcome (`result` indexes RESULTS, -1 = still
-    open). Full JSON records are spooled to disk, read back in this order by `records()`.
+    open). Full JSON records are spooled to disk, read back in this order by `write_records`.
     """
 
     names: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
     source: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    sizes: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, np.int32))
     record_files: list[Path | None] = field(default_factory=list)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -97,23 +99,10 @@ class ReplayResult(SignalColumns):
         """The aggregator's signals, counted apart so no strategy's signal is counted twice."""
         return int(np.count_nonzero(self.kind))
 
-    def records(self) -> Iterator[bytes]:
-        """Every signal's JSON record (journal fields plus `outcome`) in time order, one line each."""
-        handles: list[IO[bytes]] = []
-        lines: dict[int, Iterator[bytes]] = {}
-        try:
-            for src in self.source.tolist():
-                it = lines.get(src)
-                if it is None:
-                    path = self.record_files[src]
-                    if path is None:
-                        raise ValueError("this replay was run without records")
-                    handles.append(path.open("rb", buffering=1 << 20))
-                    it = lines[src] = iter(handles[-1])
-                yield next(it)[:-1]
-        finally:
-            for fh in handles:
-                fh.close()
+    def write_records(self, out: BinaryIO) -> None:
+        """Every signal's JSON record (journal fields plus `outcome`) in time order, one line
+        each, separated by commas: the body of the JSON document's `signals` list."""
+        write_spooled(out, self.record_files, self.source, self.sizes)
 
     def close(self) -> None:
         """Remove the spooled records."""
@@ -364,6 +353,8 @@ def _merge(
     for c, v in cols.items():
         setattr(result, c, v[order])
     result.source = src[order]
+    if spool is not None:
+        result.sizes = cat([u.sizes for u in units])[order] if units else result.sizes
     totals: dict[str, StrategyStats] = {}
     for u in units:
         result.evaluations += u.evaluations

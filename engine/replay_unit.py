@@ -28,6 +28,7 @@ from engine.metrics import Metrics
 from engine.plugins.base import Window
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
+from engine.replay_records import SEPARATOR
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
@@ -83,6 +84,7 @@ class UnitResult(SignalColumns):
     key: str = ""
     order_strategy: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
     records: Path | None = None
+    sizes: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, np.int32))  # bytes per line
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluations: int = 0
     missing: list[tuple[str, str]] = field(default_factory=list)
@@ -271,30 +273,34 @@ def tabulate(
     res.entry = np.array(cols[_ENTRY_FIELD], dtype=np.float64)
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
+        lines = _record_lines(signals, ends, heads)
+        res.sizes = np.fromiter(map(len, lines), np.int32, n)
         with res.records.open("wb", buffering=1 << 20) as fh:
-            fh.writelines(_record_lines(signals, ends, heads))
+            fh.writelines(lines)
     return res
 
 
 def _record_lines(signals: list[Signal], ends: Settled, given: Sequence[bytes | None]) -> list[bytes]:
-    """Each signal's JSON record with its outcome, one line each. The numbers are formatted by
+    """Each signal's JSON record with its outcome, one line each (ending in the list's
+    separator, see engine/replay_records.py). The numbers are formatted by
     one orjson call per column, so they read exactly as in a whole record serialised at once."""
     heads = list(given)
     opts = orjson.OPT_SERIALIZE_NUMPY
     for i in [i for i, h in enumerate(heads) if h is None]:  # signals with their words (consensus)
         heads[i] = orjson.dumps(signals[i].to_record(), option=opts)[:-1]
-    tails = [b',"outcome":null}\n'] * len(signals)
+    tails = [b',"outcome":null}' + SEPARATOR] * len(signals)
     closed = np.flatnonzero(ends.result >= 0)
     results = np.array([r.encode() for r in RESULTS])[ends.result[closed]].tolist()
     ats = iso_utc_bytes(ends.at_ms[closed])
     prices = orjson.dumps(ends.price[closed].tolist())[1:-1].split(b",")
     rs = orjson.dumps(ends.r[closed].tolist())[1:-1].split(b",")
     for i, result, at, price, r in zip(closed.tolist(), results, ats, prices, rs, strict=True):
-        tails[i] = b',"outcome":{"result":"%s","at":"%s","price":%s,"r_multiple":%s}}\n' % (
+        tails[i] = b',"outcome":{"result":"%s","at":"%s","price":%s,"r_multiple":%s}}%s' % (
             result,
             at,
             price,
             r,
+            SEPARATOR,
         )
     return list(map(bytes.__add__, heads, tails))  # type: ignore[arg-type]
 

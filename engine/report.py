@@ -7,7 +7,6 @@ offline; charts are drawn here rather than pulling a plotting stack into the ins
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,21 +65,13 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, doc: dict[str, Any], records: Iterable[bytes]) -> None:
-    """`doc` with a `signals` list streamed from already-serialised records, as one JSON document."""
+def write_json(path: Path, doc: dict[str, Any], result: ReplayResult) -> None:
+    """`doc` with the replay's `signals` list (its spooled records), as one JSON document."""
     with path.open("wb") as fh:
         head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         fh.write(head[:-1] + b',"signals":[')
-        chunk: list[bytes] = []
-        sep = b""
-        for rec in records:
-            chunk.append(rec)
-            if len(chunk) == 4096:  # one write per chunk, not two per record
-                fh.write(sep + b",\n".join(chunk))
-                chunk.clear()
-                sep = b",\n"
-        if chunk:
-            fh.write(sep + b",\n".join(chunk))
+        fh.flush()
+        result.write_records(fh)
         fh.write(b"]}\n")
 
 

@@ -22,11 +22,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.block_file import BlockFile
 from engine.clock import VirtualClock
 from engine.config import LoadedConfig
 from engine.market.replay import ReplayMarket, load_csv
@@ -99,7 +100,7 @@ class ReplayResult(SignalColumns):
         """The aggregator's signals, counted apart so no strategy's signal is counted twice."""
         return int(np.count_nonzero(self.kind))
 
-    def write_records(self, out: BinaryIO) -> None:
+    def write_records(self, out: BlockFile) -> None:
         """Every signal's JSON record (journal fields plus `outcome`) in time order, one line
         each, separated by commas: the body of the JSON document's `signals` list."""
         write_spooled(out, self.record_files, self.source, self.sizes)

@@ -4,29 +4,27 @@ Each unit spools its records (one per line, each ending in ",\\n") in its own ti
 the merged columns say which unit each row of the global order comes from. Rows of one unit
 appear in the global order in the order that unit spooled them, so a chunk of the output is
 a run of slices of a few contiguous byte ranges: one read per unit and chunk, no step per
-record. The disk write of a chunk (hundreds of megabytes for a year) runs in a thread while
-the next chunk is assembled.
+record. The output is a `BlockFile` (hundreds of megabytes for a year: written directly).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import queue
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
+
+from engine.block_file import BlockFile
 
 SEPARATOR = b",\n"
 CHUNK_BYTES = 8 << 20
 
 
 def write_spooled(
-    out: BinaryIO,
+    out: BlockFile,
     files: Sequence[Path | None],
     source: npt.NDArray[np.integer],
     sizes: npt.NDArray[np.integer],
@@ -53,7 +51,7 @@ def write_spooled(
         len(first),
     ]
     fds: dict[int, int] = {}
-    writer = _Writer(out)
+    buffers = [bytearray() for _ in files]
     try:
         for s in np.unique(run_src).tolist():
             path = files[s]
@@ -61,64 +59,34 @@ def write_spooled(
                 raise ValueError("this replay was run without records")
             fds[s] = os.open(path, os.O_RDONLY)
         for a, b in itertools.pairwise(bounds):
-            if b <= a:
-                continue
-            writer.put(_chunk(fds, run_src[a:b], start[a:b], end[a:b]))
+            if b > a:
+                out.write_many(_chunk(buffers, fds, run_src[a:b], start[a:b], end[a:b]))
     finally:
-        writer.close()
         for fd in fds.values():
             os.close(fd)
 
 
 def _chunk(
+    buffers: list[bytearray],
     fds: dict[int, int],
     run_src: npt.NDArray[np.int64],
     start: npt.NDArray[np.int64],
     end: npt.NDArray[np.int64],
-) -> bytes:
-    """The output bytes of these runs: one read per spool, then slices of what was read."""
+) -> list[memoryview]:
+    """These runs as slices of `buffers` (one per spool, reused from chunk to chunk, so a year
+    of records does not fault in fresh memory): one read per spool."""
     base: dict[int, int] = {}
     views: dict[int, memoryview] = {}
     for s in np.unique(run_src).tolist():
         mine = run_src == s
         lo, hi = int(start[mine][0]), int(end[mine][-1])
-        data = os.pread(fds[s], hi - lo, lo)
-        if len(data) != hi - lo:
+        if len(buffers[s]) < hi - lo:
+            buffers[s] = bytearray(hi - lo)
+        view = memoryview(buffers[s])[: hi - lo]
+        if os.preadv(fds[s], [view], lo) != hi - lo:
             raise OSError(f"spool of unit {s} is shorter than its records")
-        base[s], views[s] = lo, memoryview(data)
-    return b"".join(
-        [
-            views[s][a - base[s] : b - base[s]]
-            for s, a, b in zip(run_src.tolist(), start.tolist(), end.tolist(), strict=True)
-        ]
-    )
-
-
-class _Writer:
-    """Writes chunks in a thread (the write releases the GIL); at most two wait in memory."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="replay-records", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._out.write(data)
-                except BaseException as exc:  # handed to the caller by close()
-                    self._error = exc
-
-    def put(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        base[s], views[s] = lo, view
+    return [
+        views[s][a - base[s] : b - base[s]]
+        for s, a, b in zip(run_src.tolist(), start.tolist(), end.tolist(), strict=True)
+    ]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from engine.block_file import BlockFile
 from engine.replay import ReplayResult
 from engine.signals.model import iso_utc
 
@@ -67,10 +68,9 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
 
 def write_json(path: Path, doc: dict[str, Any], result: ReplayResult) -> None:
     """`doc` with the replay's `signals` list (its spooled records), as one JSON document."""
-    with path.open("wb") as fh:
+    with BlockFile(path) as fh:
         head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         fh.write(head[:-1] + b',"signals":[')
-        fh.flush()
         result.write_records(fh)
         fh.write(b"]}\n")
 

@@ -242,8 +242,10 @@ def _run_units(spec: UnitSpec, workers: int, progress: Progress | None) -> list[
     release_free_memory()  # what parsing and planning freed is not handed to every worker
     gc.freeze()
     try:
-        # a fresh worker per market: what one market allocated is returned before the next
-        with multiprocessing.get_context("fork").Pool(min(workers, total), maxtasksperchild=1) as pool:
+        # Workers go on from market to market: a fresh process per market would fault in
+        # every page it touches again (about 60 thousand per market, a quarter of the kernel
+        # time of a year-long replay), and the peak is one market's footprint either way.
+        with multiprocessing.get_context("fork").Pool(min(workers, total)) as pool:
             for res in pool.imap_unordered(_unit_at, range(total)):
                 out.append(res)
                 if progress is not None:

@@ -89,6 +89,7 @@ class ConsensusAggregator:
         self._plugin_of = dict(plugin_of)
         self._base: dict[str, float] = {}  # base weights looked up so far (a replay asks millions of times)
         self._recent: dict[tuple[str, str, str], deque[Signal]] = {}
+        self._alert_ids: dict[tuple[str, str, str], str] = {}
         self._memory: dict[str, dict[str, Any]] = {}
         self._oldest_alert_ms = 0  # a lower bound of the memory's last_alert_ms values
 
@@ -155,13 +156,16 @@ class ConsensusAggregator:
         if self._memory and self._oldest_alert_ms < now_ms - int(st.memory_hours * 3_600_000):
             self._expire_memory(now_ms)
         # latest signal per distinct strategy
+        if len(q) < st.min_strategies:
+            return None
         latest: dict[str, Signal] = {}
         for s in q:
             if s.bar_close_ms <= now_ms:
                 latest[s.strategy] = s
         if len(latest) < st.min_strategies:
             return None
-        weights = {name: self.weight(name) for name in latest}
+        weight = self.weight
+        weights = {name: weight(name) for name in latest}
         score = sum(weights.values())
         if score < st.threshold - RR_TOLERANCE:
             return None
@@ -176,31 +180,23 @@ class ConsensusAggregator:
         score: float,
         now_ms: int,
     ) -> Signal | None:
-        alert_id = "_".join(p for p in (group[0], group[1], group[2]) if p)
+        alert_id = self._alert_ids.get(group)
+        if alert_id is None:
+            alert_id = self._alert_ids[group] = "_".join(p for p in group if p)
         mem = self._memory.get(alert_id)
         if mem is not None and set(latest) <= set(mem["contributors"]):
             # nothing new to say; deciding it first is cheaper and changes nothing, since the
             # gates below never touch the memory when they refuse
             return None
-        direction = Direction(group[1])
+        direction = trigger.direction
         s = direction.sign
-        contributors = []
+        voters = sorted(latest.items())
+        ages = [(now_ms - sig.bar_close_ms) / 60_000 for _, sig in voters]
         num = den = 0.0
-        for name, sig in sorted(latest.items()):
-            age = (now_ms - sig.bar_close_ms) / 60_000
+        for (_, sig), age in zip(voters, ages, strict=True):
             rw = recency_weight(age)
             num += sig.entry * rw
             den += rw
-            contributors.append(
-                {
-                    "strategy": name,
-                    "weight": weights[name],
-                    "age_minutes": round(age, 2),
-                    "entry": sig.entry,
-                    "stop_loss": sig.stop_loss,
-                    "signal_id": sig.id,
-                }
-            )
         entry = num / den
         sl = sum(x.stop_loss for x in latest.values()) / len(latest)
         risk = s * (entry - sl)
@@ -232,6 +228,17 @@ class ConsensusAggregator:
         first = len(self._memory) == 1
         self._oldest_alert_ms = now_ms if first else min(self._oldest_alert_ms, now_ms)
         label = strength_label(score)
+        contributors = [
+            {
+                "strategy": name,
+                "weight": weights[name],
+                "age_minutes": round(age, 2),
+                "entry": sig.entry,
+                "stop_loss": sig.stop_loss,
+                "signal_id": sig.id,
+            }
+            for (name, sig), age in zip(voters, ages, strict=True)
+        ]
         digest = hashlib.sha1(
             f"{alert_id}|{now_ms}|{','.join(sorted(latest))}".encode(), usedforsecurity=False
         ).hexdigest()[:16]

@@ -273,16 +273,17 @@ def tabulate(
     res.entry = np.array(cols[_ENTRY_FIELD], dtype=np.float64)
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
-        lines = _record_lines(signals, ends, heads)
-        res.sizes = np.fromiter(map(len, lines), np.int32, n)
+        lines = _record_lines(signals, ends, heads)  # head, tail, head, tail, ...
+        sizes = np.fromiter(map(len, lines), np.int32, 2 * n)
+        res.sizes = sizes[0::2] + sizes[1::2]
         with res.records.open("wb", buffering=1 << 20) as fh:
             fh.writelines(lines)
     return res
 
 
 def _record_lines(signals: list[Signal], ends: Settled, given: Sequence[bytes | None]) -> list[bytes]:
-    """Each signal's JSON record with its outcome, one line each (ending in the list's
-    separator, see engine/replay_records.py). The numbers are formatted by
+    """Each signal's JSON record with its outcome, as two pieces (the head, and the outcome with
+    the closing brace and the list's separator, see engine/replay_records.py). The numbers are formatted by
     one orjson call per column, so they read exactly as in a whole record serialised at once."""
     heads = list(given)
     opts = orjson.OPT_SERIALIZE_NUMPY
@@ -302,7 +303,10 @@ def _record_lines(signals: list[Signal], ends: Settled, given: Sequence[bytes | 
             r,
             SEPARATOR,
         )
-    return list(map(bytes.__add__, heads, tails))  # type: ignore[arg-type]
+    out: list[bytes] = [b""] * (2 * len(heads))
+    out[0::2] = heads  # type: ignore[assignment]
+    out[1::2] = tails
+    return out
 
 
 def settled_from(ordered: Sequence[tuple[Signal, Signal]], finals: dict[str, OutcomeEvent]) -> Settled:

@@ -65,7 +65,11 @@ def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, c
     first: dict[str, int] = {}
     for i in np.flatnonzero(eligible).tolist():
         first.setdefault(cols.id[i], i)
-    owner = np.fromiter((first.get(sid, i) for i, sid in enumerate(cols.id)), np.int64, n)
+    owner = np.arange(n)
+    shared_ids = {sid for sid, k in Counter(cols.id).items() if k > 1}
+    if shared_ids:
+        for i in [i for i, sid in enumerate(cols.id) if sid in shared_ids]:
+            owner[i] = first.get(cols.id[i], i)
     rows = np.flatnonzero(eligible & (owner == np.arange(n)))
     for name, count in Counter(cols.strategy[i] for i in rows.tolist()).items():
         tracker.stats[name].signals += count

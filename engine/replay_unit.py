@@ -34,7 +34,7 @@ from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.model import Signal, iso_utc_bytes
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
-from engine.signals.settle import Settled, settle
+from engine.signals.settle import Settled, SignalFields, settle_columns
 from engine.signals.tally import StrategyStats
 
 CHART_POINTS = 1500
@@ -218,28 +218,32 @@ def _run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     # every signal tracked in this order, then each series' candles: only the ends are kept
     tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
     signals = [sig for sig, _ in ordered]
-    ends = _settle_series(tracker, signals, histories)
-    out = tabulate(spec, symbol, ordered, ends, tracker.stats, heads)
+    cols = SignalFields.of(signals)
+    ends = _settle_series(tracker, signals, cols, histories)
+    out = tabulate(spec, symbol, ordered, ends, tracker.stats, heads, cols)
     out.evaluations, out.missing = evaluations, missing
     out.charts = charts(histories)
     return out
 
 
 def _settle_series(
-    tracker: OutcomeTracker, signals: list[Signal], histories: dict[tuple[str, str], Candles]
+    tracker: OutcomeTracker,
+    signals: list[Signal],
+    cols: SignalFields,
+    histories: dict[tuple[str, str], Candles],
 ) -> Settled:
     """`settle` for each (symbol, timeframe) series of the signals, in sorted series order."""
     n = len(signals)
     ends = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
-    series = list(zip((s.symbol for s in signals), (s.timeframe for s in signals), strict=True))
+    series = list(zip(cols.symbol, cols.timeframe, strict=True))
     keys = sorted(set(series))
-    if len(keys) == 1:  # the usual unit: one market on one timeframe
-        return settle(tracker, signals, keys[0][1], histories[keys[0]])
+    if len(keys) == 1:  # one market on one timeframe
+        return settle_columns(tracker, signals, cols, keys[0][1], histories[keys[0]])
     code = {k: i for i, k in enumerate(keys)}
-    of = np.fromiter((code[k] for k in series), np.int64, n)
+    of = np.fromiter(map(code.__getitem__, series), np.int64, n)
     for i, key in enumerate(keys):
-        rows = np.flatnonzero(of == i)
-        part = settle(tracker, [signals[j] for j in rows.tolist()], key[1], histories[key])
+        rows = np.flatnonzero(of == i).tolist()
+        part = settle_columns(tracker, [signals[j] for j in rows], cols.pick(rows), key[1], histories[key])
         for col in ("result", "at_ms", "price", "r", "pnl"):
             getattr(ends, col)[rows] = getattr(part, col)
     return ends
@@ -252,6 +256,7 @@ def tabulate(
     ends: Settled,
     stats: dict[str, StrategyStats],
     heads: Sequence[bytes | None],
+    cols: SignalFields | None = None,
 ) -> UnitResult:
     """Columns (and spooled JSON records) of signals already in time order; `heads[i]` is the
     record of row i as JSON text without the closing brace, or None if the row's signal
@@ -264,13 +269,15 @@ def tabulate(
     if n == 0:
         return res
     signals = [s for s, _ in ordered]
-    cols = list(zip(*signals, strict=True))
-    res.t = np.array(cols[_CLOSE_FIELD], dtype=np.int64)
-    res.order_strategy = np.fromiter((code[o.strategy] for _, o in ordered), np.int16, n)
-    res.strategy = np.fromiter(map(code.__getitem__, cols[_STRATEGY_FIELD]), np.int16, n)
-    res.symbol = np.fromiter(map(sym.__getitem__, cols[_SYMBOL_FIELD]), np.int16, n)
-    res.sign = np.where(np.array(cols[_SIDE_FIELD]) == "LONG", 1, -1).astype(np.int8)
-    res.entry = np.array(cols[_ENTRY_FIELD], dtype=np.float64)
+    if cols is None:
+        cols = SignalFields.of(signals)
+    res.t = np.array(cols.bar_close_ms, dtype=np.int64)
+    res.strategy = np.fromiter(map(code.__getitem__, cols.strategy), np.int16, n)
+    triggers = [o for _, o in ordered]
+    res.order_strategy = np.fromiter(map(code.__getitem__, SignalFields.of(triggers).strategy), np.int16, n)
+    res.symbol = np.fromiter(map(sym.__getitem__, cols.symbol), np.int16, n)
+    res.sign = np.where(np.array(cols.direction) == "LONG", 1, -1).astype(np.int8)
+    res.entry = np.array(cols.entry, dtype=np.float64)
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
         lines = _record_lines(signals, ends, heads)  # head, tail, head, tail, ...

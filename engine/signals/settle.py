@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -50,11 +51,17 @@ def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, c
     the tracker, as update leaves them. A signal whose id was tracked before it in `signals`
     shares that signal's outcome (the tracker keys positions by id).
     """
+    return settle_columns(tracker, signals, SignalFields.of(signals), timeframe, candles)
+
+
+def settle_columns(
+    tracker: OutcomeTracker, signals: Sequence[Signal], cols: SignalFields, timeframe: str, candles: Candles
+) -> Settled:
+    """`settle`, given the signals' fields as columns too (a replay has them already)."""
     n = len(signals)
     out = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
     if n == 0:
         return out
-    cols = _Columns(*zip(*signals, strict=True))
     for name in dict.fromkeys(cols.strategy):  # track()'s bookkeeping: every strategy gets a tally
         if name not in tracker.stats:
             tracker.stats[name] = StrategyStats()
@@ -82,30 +89,46 @@ def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, c
     return out
 
 
-class _Columns(NamedTuple):
-    """`zip(*signals)`: one tuple per Signal field."""
+class SignalFields(NamedTuple):
+    """Signals as columns: one sequence per Signal field (`zip(*signals)`)."""
 
-    id: tuple[str, ...]
-    strategy: tuple[str, ...]
-    symbol: tuple[str, ...]
-    direction: tuple[Direction, ...]
-    timeframe: tuple[str, ...]
-    exchange: tuple[str, ...]
-    entry: tuple[float, ...]
-    stop_loss: tuple[float, ...]
-    take_profits: tuple[tuple[float, ...], ...]
-    created_at: tuple[str, ...]
-    bar_close_ms: tuple[int, ...]
-    confidence: tuple[float | None, ...]
-    rationale: tuple[tuple[str, ...], ...]
-    metadata: tuple[object, ...]
-    kind: tuple[str, ...]
+    id: Sequence[str]
+    strategy: Sequence[str]
+    symbol: Sequence[str]
+    direction: Sequence[Direction]
+    timeframe: Sequence[str]
+    exchange: Sequence[str]
+    entry: Sequence[float]
+    stop_loss: Sequence[float]
+    take_profits: Sequence[tuple[float, ...]]
+    created_at: Sequence[str]
+    bar_close_ms: Sequence[int]
+    confidence: Sequence[float | None]
+    rationale: Sequence[tuple[str, ...]]
+    metadata: Sequence[object]
+    kind: Sequence[str]
+
+    @classmethod
+    def of(cls, signals: Sequence[Signal]) -> SignalFields:
+        """The columns of `signals`, at C speed (a Signal is a tuple)."""
+        if not signals:
+            return cls(*([()] * len(Signal._fields)))
+        return cls(*zip(*signals, strict=True))
+
+    def pick(self, rows: Sequence[int]) -> SignalFields:
+        """The columns of these rows only."""
+        if len(rows) < 2:
+            picked: list[Sequence[Any]] = [tuple(col[i] for i in rows) for col in self]
+        else:
+            get = itemgetter(*rows)
+            picked = [get(col) for col in self]
+        return SignalFields(*picked)
 
 
 def _resolve_rows(
     tracker: OutcomeTracker,
     signals: Sequence[Signal],
-    cols: _Columns,
+    cols: SignalFields,
     rows: IntArray,
     all_lens: IntArray,
     timeframe: str,

@@ -134,8 +134,8 @@ def evaluate_market(
 
 
 def release_free_memory() -> None:
-    """Hand memory the strategies' array temporaries freed back to the system (glibc keeps it
-    otherwise, and two workers' worth shows in a replay's footprint); a no-op elsewhere."""
+    """Hand freed heap memory back to the system (glibc keeps it otherwise), so what the parent
+    freed is not inherited by every worker it forks; a no-op elsewhere."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
@@ -202,8 +202,9 @@ def _run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     builder = SignalBuilder(Cooldowns(), metrics)
     histories: dict[tuple[str, str], Candles] = {}
     records: list[bytes] | None = [] if spec.spool is not None else None
+    # what the strategies' arrays freed stays with this worker for the signals and the next
+    # market: handing it back to the system would only fault it in again
     emitted, evaluations, missing = evaluate_market(spec, symbol, runner, builder, histories, records)
-    release_free_memory()
     consensus = spec.consensus(lambda s: (0, 0)) if spec.consensus is not None else None
     ordered: list[tuple[Signal, Signal]] = []  # (signal, the strategy signal it sorts with)
     heads: list[bytes | None] = []  # each row's record text, None for a signal that has its words

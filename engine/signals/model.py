@@ -39,6 +39,7 @@ class Direction(StrEnum):
 
 Direction.LONG.sign = 1
 Direction.SHORT.sign = -1
+_SIDE = {d: d.value for d in Direction}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ class Signal(NamedTuple):
             "kind": self.kind,
             "strategy": self.strategy,
             "symbol": self.symbol,
-            "direction": self.direction.value,
+            "direction": _SIDE[self.direction],  # not .value: an enum property costs a microsecond
             "timeframe": self.timeframe,
             "exchange": self.exchange,
             "entry": self.entry,

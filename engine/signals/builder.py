@@ -233,13 +233,20 @@ class SignalBuilder:
                 )
                 for sig, (rationale, metadata), r1, r2 in zip(signals, details, rr1, rr2, strict=True)
             ]
-        # the journal record as text, so a replay keeps no words as objects
+        # the journal record as text, so a replay keeps no words as objects; the ratios as
+        # `_with_ratios` rounds them (a NaN second ratio: a row with one target, padded)
+        r1s = [round(x, 4) for x in rr1]
+        r2s = [None if x is None or x != x else round(x, 4) for x in rr2]
         heads = []
-        for sig, (rationale, metadata), r1, r2 in zip(signals, details, rr1, rr2, strict=True):
+        dumps, opts = orjson.dumps, _JSON_OPTS
+        for sig, (rationale, metadata), r1, r2 in zip(signals, details, r1s, r2s, strict=True):
             rec = sig.to_record()
             rec["rationale"] = list(rationale)
-            rec["metadata"] = _with_ratios(metadata, r1, r2 if len(sig.take_profits) > 1 else None)
-            heads.append(orjson.dumps(rec, option=_JSON_OPTS)[:-1])
+            meta = rec["metadata"] = dict(metadata)
+            meta["rr1"] = r1
+            if r2 is not None:
+                meta["rr2"] = r2
+            heads.append(dumps(rec, option=opts)[:-1])
         records.extend(heads)  # only once every row is described: a failing describe adds none
         return signals
 

@@ -67,10 +67,14 @@ def ladders(take_profits: Sequence[tuple[float, ...]]) -> tuple[FloatArray, IntA
     count = len(take_profits)
     lens = np.fromiter(map(len, take_profits), np.int64, count)
     k = max(1, int(lens.max())) if count else 1
-    tps = list(take_profits)
-    if count and int(lens.min()) != k:
-        tps = [t + (math.nan,) * (k - len(t)) for t in tps]
-    return np.array(tps, dtype=np.float64).reshape(count, k), lens
+    if not count or int(lens.min()) == k:
+        return np.array(take_profits, dtype=np.float64).reshape(count, k), lens
+    out = np.full((count, k), math.nan)
+    for size in np.unique(lens).tolist():  # rows of one ladder length at a time
+        if size:
+            rows = np.flatnonzero(lens == size)
+            out[rows, :size] = np.array([take_profits[i] for i in rows.tolist()], dtype=np.float64)
+    return out, lens
 
 
 def locate(

@@ -14,6 +14,7 @@ import ctypes
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -170,16 +171,17 @@ def time_order(signals: Sequence[Signal]) -> list[int]:
     columns, since a replay orders a year of signals at once."""
     if len(signals) < 2:
         return list(range(len(signals)))
-    cols = list(zip(*signals, strict=True))
-    keys = [np.array(cols[i]) for i in (_SIDE_FIELD, _SYMBOL_FIELD, _STRATEGY_FIELD, _CLOSE_FIELD)]
+    keys = [
+        np.array(list(map(itemgetter(Signal._fields.index(name)), signals)))
+        for name in ("direction", "symbol", "strategy", "bar_close_ms")
+    ]
     keys[0] = keys[0] == "SHORT"  # LONG first, as "LONG" < "SHORT"
     out: list[int] = np.lexsort(keys).tolist()
     return out
 
 
-_CLOSE_FIELD, _STRATEGY_FIELD, _SYMBOL_FIELD, _SIDE_FIELD, _ENTRY_FIELD = (
-    Signal._fields.index(name) for name in ("bar_close_ms", "strategy", "symbol", "direction", "entry")
-)
+_SECOND = itemgetter(1)
+_STRATEGY_OF = itemgetter(Signal._fields.index("strategy"))
 
 
 def run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
@@ -274,8 +276,8 @@ def tabulate(
         cols = SignalFields.of(signals)
     res.t = np.array(cols.bar_close_ms, dtype=np.int64)
     res.strategy = np.fromiter(map(code.__getitem__, cols.strategy), np.int16, n)
-    triggers = [o for _, o in ordered]
-    res.order_strategy = np.fromiter(map(code.__getitem__, SignalFields.of(triggers).strategy), np.int16, n)
+    triggers = map(_STRATEGY_OF, map(_SECOND, ordered))
+    res.order_strategy = np.fromiter(map(code.__getitem__, triggers), np.int16, n)
     res.symbol = np.fromiter(map(sym.__getitem__, cols.symbol), np.int16, n)
     res.sign = np.where(np.array(cols.direction) == "LONG", 1, -1).astype(np.int8)
     res.entry = np.array(cols.entry, dtype=np.float64)

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.block_file import BlockFile
 from engine.clock import VirtualClock
 from engine.config import LoadedConfig
 from engine.market.replay import ReplayMarket, load_csv
@@ -35,7 +34,7 @@ from engine.metrics import Metrics
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
 from engine.replay_plan import history_start, unreplayable_reason
-from engine.replay_records import write_spooled
+from engine.replay_records import Document, write_document
 from engine.replay_unit import (
     COLUMNS,
     SignalColumns,
@@ -68,7 +67,7 @@ class ReplayResult(SignalColumns):
 
     Row i is one signal (`kind` 0) or consensus signal (1): its strategy and symbol as codes
     into `names` / `symbols`, and its final outcome (`result` indexes RESULTS, -1 = still
-    open). Full JSON records are spooled to disk, read back in this order by `write_records`.
+    open). Full JSON records are spooled to disk, read back in this order by `write_document`.
     """
 
     names: tuple[str, ...] = ()
@@ -83,6 +82,7 @@ class ReplayResult(SignalColumns):
     end_ms: int | None = None
     charts: dict[str, tuple[list[int], list[float], float, float]] = field(default_factory=dict)
     spool: Path | None = None
+    workers: int = 1
 
     @property
     def kind(self) -> npt.NDArray[np.bool_]:
@@ -100,10 +100,12 @@ class ReplayResult(SignalColumns):
         """The aggregator's signals, counted apart so no strategy's signal is counted twice."""
         return int(np.count_nonzero(self.kind))
 
-    def write_records(self, out: BlockFile) -> None:
-        """Every signal's JSON record (journal fields plus `outcome`) in time order, one line
-        each, separated by commas: the body of the JSON document's `signals` list."""
-        write_spooled(out, self.record_files, self.source, self.sizes)
+    def write_document(self, path: Path, head: bytes, tail: bytes) -> None:
+        """`head`, every signal's JSON record (journal fields plus `outcome`) in time order, one
+        per line and comma-separated, then `tail`: a JSON document with the `signals` list in
+        place, written by as many processes as replayed the markets."""
+        doc = Document.plan(head, tail, self.record_files, self.source, self.sizes)
+        write_document(path, doc, self.workers)
 
     def close(self) -> None:
         """Remove the spooled records."""
@@ -170,6 +172,7 @@ def run_replay(
             shutil.rmtree(spool, ignore_errors=True)
         raise
     _merge(result, units, names, symbols, spool)
+    result.workers = n_workers
     _report_missing(result, units, runnable)
     return result
 

@@ -1,92 +1,168 @@
-"""A replay's JSON records, from the units' spool files to one list in time order.
+"""A replay's JSON document: a head, every spooled record in time order, a tail.
 
 Each unit spools its records (one per line, each ending in ",\\n") in its own time order;
 the merged columns say which unit each row of the global order comes from. Rows of one unit
-appear in the global order in the order that unit spooled them, so a chunk of the output is
-a run of slices of a few contiguous byte ranges: one read per unit and chunk, no step per
-record. The output is a `BlockFile` (hundreds of megabytes for a year: written directly).
+appear in the global order in the order that unit spooled them, so the records are runs of
+contiguous byte ranges of the spools, and every byte of the document has a known place before
+anything is written. The document is cut into 8 MB chunks, which worker processes fill side by
+side: per chunk one read per spool, one slice copy per run, one aligned write at the chunk's
+offset (`BlockWriter`: past the page cache where the file system allows it).
 """
 
 from __future__ import annotations
 
-import itertools
+import multiprocessing
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.block_file import BlockFile
+from engine.block_file import BlockWriter, create, cut
 
 SEPARATOR = b",\n"
 CHUNK_BYTES = 8 << 20
 
+IntArray = npt.NDArray[np.int64]
 
-def write_spooled(
-    out: BlockFile,
-    files: Sequence[Path | None],
-    source: npt.NDArray[np.integer],
-    sizes: npt.NDArray[np.integer],
-) -> None:
-    """Row i of the global order is the next unread line of `files[source[i]]`, `sizes[i]`
-    bytes long with its separator; write them all in that order, without the last separator."""
-    n = len(source)
-    if n == 0:
-        return
-    src = source.astype(np.int64)
-    size = sizes.astype(np.int64)
-    offset = np.empty(n, np.int64)  # each row's place in its own spool
-    for s in np.unique(src).tolist():
-        mine = np.flatnonzero(src == s)
-        offset[mine] = np.cumsum(size[mine]) - size[mine]
-    cut = np.flatnonzero(src[1:] != src[:-1]) + 1  # runs of rows from one spool: one slice each
-    first, last = np.concatenate(([0], cut)), np.concatenate((cut, [n])) - 1
-    run_src, start, end = src[first], offset[first], offset[last] + size[last]
-    end[-1] -= len(SEPARATOR)
-    done = np.cumsum(end - start)
-    bounds = [
-        0,
-        *np.searchsorted(done, np.arange(CHUNK_BYTES, int(done[-1]), CHUNK_BYTES)).tolist(),
-        len(first),
-    ]
-    fds: dict[int, int] = {}
-    buffers = [bytearray() for _ in files]
-    try:
-        for s in np.unique(run_src).tolist():
-            path = files[s]
-            if path is None:
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Document:
+    """Where every byte of the document comes from: `head`, runs of spool bytes (run i is
+    `length[i]` bytes of `files[source[i]]` from `spool_at[i]`, placed at `out_at[i]`), `tail`."""
+
+    head: bytes
+    tail: bytes
+    files: tuple[Path, ...]
+    source: IntArray
+    spool_at: IntArray
+    out_at: IntArray
+    length: IntArray
+    size: int
+
+    @classmethod
+    def plan(
+        cls,
+        head: bytes,
+        tail: bytes,
+        files: Sequence[Path | None],
+        source: npt.NDArray[np.integer],
+        sizes: npt.NDArray[np.integer],
+    ) -> Document:
+        """Row i of the global order is the next unread line of `files[source[i]]`, `sizes[i]`
+        bytes long with its separator; the records go between head and tail, the last one
+        without its separator."""
+        n = len(source)
+        if n == 0:
+            none = np.empty(0, np.int64)
+            return cls(head, tail, (), none, none, none, none, len(head) + len(tail))
+        src, size = source.astype(np.int64), sizes.astype(np.int64)
+        offset = np.empty(n, np.int64)  # each row's place in its own spool
+        for s in np.unique(src).tolist():
+            if files[s] is None:
                 raise ValueError("this replay was run without records")
-            fds[s] = os.open(path, os.O_RDONLY)
-        for a, b in itertools.pairwise(bounds):
-            if b > a:
-                out.write_many(_chunk(buffers, fds, run_src[a:b], start[a:b], end[a:b]))
-    finally:
-        for fd in fds.values():
+            mine = np.flatnonzero(src == s)
+            offset[mine] = np.cumsum(size[mine]) - size[mine]
+        cut_at = np.flatnonzero(src[1:] != src[:-1]) + 1  # runs of rows from one spool
+        first, last = np.concatenate(([0], cut_at)), np.concatenate((cut_at, [n])) - 1
+        spool_at = offset[first]
+        length = offset[last] + size[last] - spool_at
+        length[-1] -= len(SEPARATOR)
+        out_at = len(head) + np.cumsum(length) - length
+        body = int(length.sum())
+        paths = tuple(Path(f) if f is not None else Path() for f in files)
+        return cls(head, tail, paths, src[first], spool_at, out_at, length, len(head) + body + len(tail))
+
+
+def write_document(path: Path, doc: Document, workers: int = 1, chunk: int = CHUNK_BYTES) -> None:
+    """The document at `path`, its chunks filled by up to `workers` forked processes."""
+    create(path, doc.size)
+    chunks = list(range(-(-doc.size // chunk)))
+    if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        global _JOB
+        _JOB = (path, doc, chunk)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+                for _ in pool.imap_unordered(_fill_in_worker, chunks):
+                    pass
+        finally:
+            _JOB = None
+    else:
+        filler = _Filler(path, doc, chunk)
+        try:
+            for k in chunks:
+                filler.fill(k)
+        finally:
+            filler.close()
+    cut(path, doc.size)
+
+
+_JOB: tuple[Path, Document, int] | None = None  # set before forking: workers inherit it
+_FILLER: _Filler | None = None  # one per worker process
+
+
+def _fill_in_worker(k: int) -> None:
+    global _FILLER
+    assert _JOB is not None
+    if _FILLER is None:
+        _FILLER = _Filler(*_JOB)
+    _FILLER.fill(k)
+
+
+class _Filler:
+    """Fills chunks of one document: reads what the chunk needs from each spool (reusing its
+    buffers, so the document does not fault in fresh memory), copies it into place, writes."""
+
+    def __init__(self, path: Path, doc: Document, chunk: int) -> None:
+        self.doc = doc
+        self.out = BlockWriter(path, chunk)
+        self.fds: dict[int, int] = {}
+        self.reads: dict[int, bytearray] = {}
+
+    def fill(self, k: int) -> None:
+        doc, buf, chunk = self.doc, self.out.buffer, self.out.chunk
+        lo, hi = k * chunk, min((k + 1) * chunk, doc.size)
+        head, tail_at = doc.head, doc.size - len(doc.tail)
+        if lo < len(head):
+            buf[: min(hi, len(head)) - lo] = head[lo:hi]
+        if hi > tail_at:
+            a = max(lo, tail_at)
+            buf[a - lo : hi - lo] = doc.tail[a - tail_at : hi - tail_at]
+        ends = doc.out_at + doc.length
+        r0, r1 = int(np.searchsorted(ends, lo, side="right")), int(np.searchsorted(doc.out_at, hi))
+        if r1 > r0:
+            self._copy_runs(lo, hi, slice(r0, r1))
+        self.out.write(lo, hi - lo)
+
+    def _copy_runs(self, lo: int, hi: int, runs: slice) -> None:
+        doc, buf = self.doc, self.out.buffer
+        out_at, length, src = doc.out_at[runs], doc.length[runs], doc.source[runs]
+        put = np.maximum(out_at, lo)  # a run may begin before this chunk or end after it
+        stop = np.minimum(out_at + length, hi)
+        take = doc.spool_at[runs] + (put - out_at)
+        views: dict[int, tuple[int, memoryview]] = {}
+        for s in np.unique(src).tolist():  # the pieces of one spool are one contiguous range
+            mine = np.flatnonzero(src == s)
+            a, b = int(take[mine[0]]), int(take[mine[-1]] + stop[mine[-1]] - put[mine[-1]])
+            views[s] = (a, self._read(s, a, b - a))
+        for s, p, q, t in zip(src.tolist(), put.tolist(), stop.tolist(), take.tolist(), strict=True):
+            base, view = views[s]
+            buf[p - lo : q - lo] = view[t - base : t - base + q - p]
+
+    def _read(self, s: int, at: int, size: int) -> memoryview:
+        if s not in self.fds:
+            self.fds[s] = os.open(self.doc.files[s], os.O_RDONLY)
+        space = self.reads.get(s)
+        if space is None or len(space) < size:
+            space = self.reads[s] = bytearray(size)
+        view = memoryview(space)[:size]
+        if os.preadv(self.fds[s], [view], at) != size:
+            raise OSError(f"{self.doc.files[s]} is shorter than its records")
+        return view
+
+    def close(self) -> None:
+        for fd in self.fds.values():
             os.close(fd)
-
-
-def _chunk(
-    buffers: list[bytearray],
-    fds: dict[int, int],
-    run_src: npt.NDArray[np.int64],
-    start: npt.NDArray[np.int64],
-    end: npt.NDArray[np.int64],
-) -> list[memoryview]:
-    """These runs as slices of `buffers` (one per spool, reused from chunk to chunk, so a year
-    of records does not fault in fresh memory): one read per spool."""
-    base: dict[int, int] = {}
-    views: dict[int, memoryview] = {}
-    for s in np.unique(run_src).tolist():
-        mine = run_src == s
-        lo, hi = int(start[mine][0]), int(end[mine][-1])
-        if len(buffers[s]) < hi - lo:
-            buffers[s] = bytearray(hi - lo)
-        view = memoryview(buffers[s])[: hi - lo]
-        if os.preadv(fds[s], [view], lo) != hi - lo:
-            raise OSError(f"spool of unit {s} is shorter than its records")
-        base[s], views[s] = lo, view
-    return [
-        views[s][a - base[s] : b - base[s]]
-        for s, a, b in zip(run_src.tolist(), start.tolist(), end.tolist(), strict=True)
-    ]
+        self.out.close()

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from engine.block_file import BlockFile
 from engine.replay import ReplayResult
 from engine.signals.model import iso_utc
 
@@ -68,11 +67,8 @@ def summary(result: ReplayResult, names: list[str]) -> dict[str, Any]:
 
 def write_json(path: Path, doc: dict[str, Any], result: ReplayResult) -> None:
     """`doc` with the replay's `signals` list (its spooled records), as one JSON document."""
-    with BlockFile(path) as fh:
-        head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-        fh.write(head[:-1] + b',"signals":[')
-        result.write_records(fh)
-        fh.write(b"]}\n")
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    result.write_document(path, head[:-1] + b',"signals":[', b"]}\n")
 
 
 def table(doc: dict[str, Any]) -> str:

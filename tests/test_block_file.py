@@ -1,4 +1,5 @@
-"""BlockFile: whatever is written comes back byte for byte, direct or through the page cache."""
+"""The replay's JSON document: spooled records put together in the global order, byte for byte,
+whether written directly or through the page cache, by one process or several."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import errno
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.block_file import ALIGN, BlockFile
+from engine.block_file import ALIGN, BlockWriter
+from engine.replay_records import SEPARATOR, Document, write_document
 
 SHM = Path("/dev/shm")  # tmpfs: refuses O_DIRECT, so the buffered path is taken
 
@@ -22,30 +25,47 @@ def places() -> list[Path]:
     return out
 
 
-parts = st.lists(
-    st.one_of(st.binary(max_size=50), st.integers(0, 3 * ALIGN + 7).map(lambda n: bytes([n % 251]) * n)),
-    max_size=40,
+record = st.one_of(
+    st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b"\n", b" ")),
+    st.integers(1, 3 * ALIGN).map(lambda n: b"r" * n),  # records longer than a block
 )
 
 
 @pytest.mark.parametrize("where", places())
-@settings(max_examples=60, deadline=None)
-@given(chunks=parts, many=st.booleans())
-def test_what_is_written_is_what_is_read(where: Path, chunks: list[bytes], many: bool) -> None:
+@settings(max_examples=40, deadline=None)
+@given(
+    head=st.binary(max_size=2 * ALIGN),
+    tail=st.binary(max_size=100),
+    rows=st.lists(st.tuples(st.integers(0, 3), record), max_size=60),
+    workers=st.sampled_from([1, 2]),
+)
+def test_the_document_is_head_records_in_order_and_tail(
+    where: Path, head: bytes, tail: bytes, rows: list[tuple[int, bytes]], workers: int
+) -> None:
     with tempfile.TemporaryDirectory(dir=where) as d:
-        path = Path(d) / "out.json"
-        with BlockFile(path, chunk=2 * ALIGN) as out:  # small buffers: many hand-overs
-            if many:
-                out.write_many([memoryview(c) for c in chunks])
-            else:
-                for c in chunks:
-                    out.write(c)
-        assert path.read_bytes() == b"".join(chunks)
+        spools = [Path(d) / f"unit{u}.jsonl" for u in range(4)]
+        for u, path in enumerate(spools):  # each unit's lines, in the global order's order
+            path.write_bytes(b"".join(r + SEPARATOR for s, r in rows if s == u))
+        source = np.array([s for s, _ in rows], dtype=np.int16)
+        sizes = np.array([len(r) + len(SEPARATOR) for _, r in rows], dtype=np.int32)
+        out = Path(d) / "doc.json"
+        doc = Document.plan(head, tail, spools, source, sizes)
+        write_document(out, doc, workers, chunk=2 * ALIGN)  # small chunks: many pieces cut
+        assert out.read_bytes() == head + SEPARATOR.join(r for _, r in rows) + tail
+
+
+def test_a_replay_without_records_cannot_write_them(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="without records"):
+        Document.plan(b"", b"", [None], np.zeros(2, np.int16), np.ones(2, np.int32))
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_is_reported_not_swallowed() -> None:
-    # the error may surface at a write or at close: either way it reaches the caller
-    with pytest.raises(OSError) as err, BlockFile(Path("/dev/full"), chunk=ALIGN) as out:
-        out.write(b"x" * (3 * ALIGN))
-    assert err.value.errno == errno.ENOSPC
+    out = BlockWriter(Path("/dev/full"), ALIGN)
+    try:
+        out.buffer[:10] = b"x" * 10
+        with pytest.raises(OSError) as err:
+            out.write(0, 10)
+        assert err.value.errno == errno.ENOSPC
+    finally:
+        out.close()

@@ -11,7 +11,6 @@ systems) the same writes go through the page cache.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import mmap
@@ -70,12 +69,10 @@ class BlockWriter:
 
 
 def create(path: Path, size: int, mode: int = 0o644) -> None:
-    """An empty file of `size` bytes, its blocks reserved where the system can (so writers that
-    fill it side by side do not allocate blocks under one lock)."""
+    """An empty file of `size` bytes for writers to fill. (Not posix_fallocate: where the file
+    system cannot reserve blocks, glibc emulates it by writing zeros over the whole file.)"""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with contextlib.suppress(OSError, AttributeError):  # not offered: writes allocate as they go
-            os.posix_fallocate(fd, 0, max(size, 1))
         os.ftruncate(fd, size)
     finally:
         os.close(fd)

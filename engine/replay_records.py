@@ -24,6 +24,7 @@ from engine.block_file import BlockWriter, create, cut
 
 SEPARATOR = b",\n"
 CHUNK_BYTES = 8 << 20
+MAX_WRITERS = 4  # past a few, the disk is what waits: more writers only hold more buffers
 
 IntArray = npt.NDArray[np.int64]
 
@@ -80,11 +81,12 @@ def write_document(path: Path, doc: Document, workers: int = 1, chunk: int = CHU
     """The document at `path`, its chunks filled by up to `workers` forked processes."""
     create(path, doc.size)
     chunks = list(range(-(-doc.size // chunk)))
-    if workers > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+    writers = min(workers, len(chunks), MAX_WRITERS)
+    if writers > 1 and "fork" in multiprocessing.get_all_start_methods():
         global _JOB
         _JOB = (path, doc, chunk)
         try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+            with multiprocessing.get_context("fork").Pool(writers) as pool:
                 for _ in pool.imap_unordered(_fill_in_worker, chunks):
                     pass
         finally:

@@ -225,38 +225,34 @@ class SignalBuilder:
             )
         )
         details = map(batch.describe, batch.row[ix].tolist())
+        r1s = [round(x, 4) for x in rr1]
+        r2s = [None if x is None or x != x else round(x, 4) for x in rr2]  # NaN: one target, padded
         if records is None:
             return [
-                sig._replace(
-                    rationale=tuple(rationale),
-                    metadata=_with_ratios(metadata, r1, r2 if len(sig.take_profits) > 1 else None),
-                )
-                for sig, (rationale, metadata), r1, r2 in zip(signals, details, rr1, rr2, strict=True)
+                sig._replace(rationale=tuple(rationale), metadata=_ratio_meta(metadata, r1, r2))
+                for sig, (rationale, metadata), r1, r2 in zip(signals, details, r1s, r2s, strict=True)
             ]
-        # the journal record as text, so a replay keeps no words as objects; the ratios as
-        # `_with_ratios` rounds them (a NaN second ratio: a row with one target, padded)
-        r1s = [round(x, 4) for x in rr1]
-        r2s = [None if x is None or x != x else round(x, 4) for x in rr2]
+        # the journal records as text, so a replay keeps no words as objects
         heads = []
         dumps, opts = orjson.dumps, _JSON_OPTS
         for sig, (rationale, metadata), r1, r2 in zip(signals, details, r1s, r2s, strict=True):
             rec = sig.to_record()
-            rec["rationale"] = list(rationale)
-            meta = rec["metadata"] = dict(metadata)
-            meta["rr1"] = r1
-            if r2 is not None:
-                meta["rr2"] = r2
+            rec["rationale"], rec["metadata"] = list(rationale), _ratio_meta(metadata, r1, r2)
             heads.append(dumps(rec, option=opts)[:-1])
         records.extend(heads)  # only once every row is described: a failing describe adds none
         return signals
 
 
 def _with_ratios(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> dict[str, Any]:
-    """A signal's metadata: the candidate's, plus its reward:risk ratios."""
+    """A signal's metadata: the candidate's, plus its reward:risk ratios (rounded)."""
+    return _ratio_meta(metadata, round(rr1, 4), None if rr2 is None else round(rr2, 4))
+
+
+def _ratio_meta(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> dict[str, Any]:
     meta = dict(metadata)
-    meta["rr1"] = round(rr1, 4)
+    meta["rr1"] = rr1
     if rr2 is not None:
-        meta["rr2"] = round(rr2, 4)
+        meta["rr2"] = rr2
     return meta
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.signals.levels import RR_TOLERANCE
-from engine.signals.model import Direction, Signal, iso_utc
+from engine.signals.model import SIDE, Signal, iso_utc
 
 LABELS = ((7.0, "LEGENDARY"), (5.0, "EXTREME"), (3.5, "HIGH"), (2.0, "MODERATE"))
 RR_RELAX = ((7.0, 1.1), (5.0, 1.3), (3.5, 1.4))
-_SIDE = {d: d.value for d in Direction}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +144,7 @@ class ConsensusAggregator:
             return None
         st = self._settings
         now_ms = sig.bar_close_ms
-        group = (sig.symbol, _SIDE[sig.direction], sig.timeframe)
+        group = (sig.symbol, SIDE[sig.direction], sig.timeframe)
         q = self._recent.get(group)
         if q is None:
             q = self._recent[group] = deque()

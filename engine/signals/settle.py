@@ -13,15 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, FloatArray, IntArray
 from engine.signals.hits import HOW_OPEN, HOW_STOP, HOW_TARGET, climb, ladders, locate
-from engine.signals.model import Direction, Signal
+from engine.signals.model import Direction, Signal, SignalFields
 from engine.signals.outcomes import RESULTS, OutcomeTracker, Position
 from engine.signals.tally import StrategyStats
 from engine.timeframes import timeframe_seconds
@@ -87,42 +85,6 @@ def settle_columns(
         for col in (out.result, out.at_ms, out.price, out.r, out.pnl):
             col[shared] = col[owner[shared]]
     return out
-
-
-class SignalFields(NamedTuple):
-    """Signals as columns: one sequence per Signal field (`zip(*signals)`)."""
-
-    id: Sequence[str]
-    strategy: Sequence[str]
-    symbol: Sequence[str]
-    direction: Sequence[Direction]
-    timeframe: Sequence[str]
-    exchange: Sequence[str]
-    entry: Sequence[float]
-    stop_loss: Sequence[float]
-    take_profits: Sequence[tuple[float, ...]]
-    created_at: Sequence[str]
-    bar_close_ms: Sequence[int]
-    confidence: Sequence[float | None]
-    rationale: Sequence[tuple[str, ...]]
-    metadata: Sequence[object]
-    kind: Sequence[str]
-
-    @classmethod
-    def of(cls, signals: Sequence[Signal]) -> SignalFields:
-        """The columns of `signals`, at C speed (a Signal is a tuple)."""
-        if not signals:
-            return cls(*([()] * len(Signal._fields)))
-        return cls(*zip(*signals, strict=True))
-
-    def pick(self, rows: Sequence[int]) -> SignalFields:
-        """The columns of these rows only."""
-        if len(rows) < 2:
-            picked: list[Sequence[Any]] = [tuple(col[i] for i in rows) for col in self]
-        else:
-            get = itemgetter(*rows)
-            picked = [get(col) for col in self]
-        return SignalFields(*picked)
 
 
 def _resolve_rows(

@@ -364,17 +364,19 @@ class VolumeStrategy(Strategy[VolumeParams]):
         nl, ns = n_long[f], n_short[f]
         rsi, sma, ratio, pattern = v.rsi[f], v.sma[f], v.volume_ratio[f], v.pattern[f]
 
-        # plain lists once (a replay describes thousands of rows; element access on arrays is slow)
-        is_long_l, held_ll, held_sl = long.tolist(), held_l.tolist(), held_s.tolist()
+        # plain lists once (a replay describes thousands of rows; element access on arrays is
+        # slow), each row's factors as one bit mask: a list of lists of flags costs far more
+        bits_l, bits_s = 1 << np.arange(held_l.shape[1]), 1 << np.arange(held_s.shape[1])
+        is_long_l, held_ll, held_sl = long.tolist(), (held_l @ bits_l).tolist(), (held_s @ bits_s).tolist()
         rsi_l, ratio_l, sma_l, pattern_l = rsi.tolist(), ratio.tolist(), sma.tolist(), pattern.tolist()
         poc_l, vah_l, val_l, h_l = pr.poc.tolist(), pr.vah.tolist(), pr.val.tolist(), h.tolist()
         nl_l, ns_l = nl.tolist(), ns.tolist()
 
         def describe(row: int) -> Detail:
             is_long = is_long_l[row]
-            flags = held_ll[row] if is_long else held_sl[row]
-            held = [k for k, on in enumerate(flags) if on]
+            mask = held_ll[row] if is_long else held_sl[row]
             factors = self._long_factors if is_long else self._short_factors
+            held = [k for k in range(len(factors)) if mask >> k & 1]
             facts = Facts(rsi_l[row], ratio_l[row], poc_l[row], vah_l[row], val_l[row], h_l[row])
             name = PATTERNS[pattern_l[row]]
             return tuple(factors[k][2].format(facts, name) for k in held), {

@@ -35,7 +35,7 @@ from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
 from engine.signals.model import Signal, SignalFields, iso_utc
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
-from engine.signals.settle import Settled, settle_columns
+from engine.signals.settle import Settled, SignalArrays, settle_columns
 from engine.signals.tally import StrategyStats
 
 CHART_POINTS = 1500
@@ -222,8 +222,9 @@ def _run_unit(spec: UnitSpec, symbol: str) -> UnitResult:
     tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
     signals = [sig for sig, _ in ordered]
     cols = SignalFields.of(signals)
-    ends = _settle_series(tracker, signals, cols, histories)
-    out = tabulate(spec, symbol, ordered, ends, tracker.stats, heads, cols)
+    arrays = SignalArrays.of(cols)
+    ends = _settle_series(tracker, signals, cols, arrays, histories)
+    out = tabulate(spec, symbol, ordered, ends, tracker.stats, heads, cols, arrays)
     out.evaluations, out.missing = evaluations, missing
     out.charts = charts(histories)
     return out
@@ -233,23 +234,43 @@ def _settle_series(
     tracker: OutcomeTracker,
     signals: list[Signal],
     cols: SignalFields,
+    arrays: SignalArrays,
     histories: dict[tuple[str, str], Candles],
 ) -> Settled:
     """`settle` for each (symbol, timeframe) series of the signals, in sorted series order."""
     n = len(signals)
     ends = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
-    series = list(zip(cols.symbol, cols.timeframe, strict=True))
-    keys = sorted(set(series))
-    if len(keys) == 1:  # one market on one timeframe
-        return settle_columns(tracker, signals, cols, keys[0][1], histories[keys[0]])
-    code = {k: i for i, k in enumerate(keys)}
+    if len(set(cols.symbol)) == 1:  # a unit is one market: its series differ by timeframe only
+        symbol = cols.symbol[0] if n else ""
+        series: Sequence[Any] = cols.timeframe
+        keys = [(symbol, tf) for tf in sorted(set(series))]
+        code = {tf: i for i, (_, tf) in enumerate(keys)}
+    else:
+        series = list(zip(cols.symbol, cols.timeframe, strict=True))
+        keys = sorted(set(series))
+        code = {k: i for i, k in enumerate(keys)}
+    if len(keys) == 1:
+        key = keys[0]
+        return settle_columns(tracker, signals, cols.id, cols.strategy, arrays, key[1], histories[key])
     of = np.fromiter(map(code.__getitem__, series), np.int64, n)
     for i, key in enumerate(keys):
-        rows = np.flatnonzero(of == i).tolist()
-        part = settle_columns(tracker, [signals[j] for j in rows], cols.pick(rows), key[1], histories[key])
+        rows = np.flatnonzero(of == i)
+        pick = _picker(rows.tolist())
+        ids, strategies = pick(cols.id), pick(cols.strategy)
+        part = settle_columns(
+            tracker, pick(signals), ids, strategies, arrays.take(rows), key[1], histories[key]
+        )
         for col in ("result", "at_ms", "price", "r", "pnl"):
             getattr(ends, col)[rows] = getattr(part, col)
     return ends
+
+
+def _picker(rows: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A function taking these rows of a sequence, as a list."""
+    if len(rows) < 2:
+        return lambda seq: [seq[i] for i in rows]
+    get = itemgetter(*rows)
+    return lambda seq: list(get(seq))
 
 
 def tabulate(
@@ -260,6 +281,7 @@ def tabulate(
     stats: dict[str, StrategyStats],
     heads: Sequence[bytes | None],
     cols: SignalFields | None = None,
+    arrays: SignalArrays | None = None,
 ) -> UnitResult:
     """Columns (and spooled JSON records) of signals already in time order; `heads[i]` is the
     record of row i as JSON text without the closing brace, or None if the row's signal
@@ -274,13 +296,15 @@ def tabulate(
     signals = [s for s, _ in ordered]
     if cols is None:
         cols = SignalFields.of(signals)
-    res.t = np.array(cols.bar_close_ms, dtype=np.int64)
+    if arrays is None:
+        arrays = SignalArrays.of(cols)
+    res.t = arrays.ms
     res.strategy = np.fromiter(map(code.__getitem__, cols.strategy), np.int16, n)
     triggers = map(_STRATEGY_OF, map(_SECOND, ordered))
     res.order_strategy = np.fromiter(map(code.__getitem__, triggers), np.int16, n)
     res.symbol = np.fromiter(map(sym.__getitem__, cols.symbol), np.int16, n)
-    res.sign = np.where(np.array(cols.direction) == "LONG", 1, -1).astype(np.int8)
-    res.entry = np.array(cols.entry, dtype=np.float64)
+    res.sign = np.where(arrays.long, 1, -1).astype(np.int8)
+    res.entry = arrays.entry
     if spec.spool is not None:
         res.records = spec.spool / f"{key.replace('/', '-')}.jsonl"
         lines = _record_lines(signals, ends, heads)  # head, tail, head, tail, ...

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
-from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -227,15 +226,6 @@ class SignalFields(NamedTuple):
         if not signals:
             return cls(*([()] * len(Signal._fields)))
         return cls(*zip(*signals, strict=True))
-
-    def pick(self, rows: Sequence[int]) -> SignalFields:
-        """The columns of these rows only."""
-        if len(rows) < 2:
-            picked: list[Sequence[Any]] = [tuple(col[i] for i in rows) for col in self]
-        else:
-            get = itemgetter(*rows)
-            picked = [get(col) for col in self]
-        return SignalFields(*picked)
 
 
 if SignalFields._fields != Signal._fields:  # a field added to one must be added to the other

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.market.candles import Candles, FloatArray, IntArray
-from engine.signals.hits import HOW_OPEN, HOW_STOP, HOW_TARGET, climb, ladders, locate
+from engine.signals.hits import HOW_OPEN, HOW_STOP, HOW_TARGET, BoolArray, climb, ladders, locate
 from engine.signals.model import Direction, Signal, SignalFields
 from engine.signals.outcomes import RESULTS, OutcomeTracker, Position
 from engine.signals.tally import StrategyStats
@@ -39,6 +39,41 @@ class Settled:
     pnl: FloatArray
 
 
+@dataclass(frozen=True, slots=True)
+class SignalArrays:
+    """The numbers of signals as arrays: candle close, entry, stop, side and the padded target
+    ladder (see `hits.ladders`). A replay builds them once for a market's signals; each
+    series then takes its rows, and `tabulate` reuses them."""
+
+    ms: IntArray
+    entry: FloatArray
+    stop: FloatArray
+    long: BoolArray
+    ladder: FloatArray
+    lens: IntArray
+
+    @classmethod
+    def of(cls, cols: SignalFields) -> SignalArrays:
+        """The arrays of these columns."""
+        n = len(cols.id)
+        ladder, lens = ladders(cols.take_profits)
+        return cls(
+            np.array(cols.bar_close_ms, dtype=np.int64).reshape(n),
+            np.array(cols.entry, dtype=np.float64).reshape(n),
+            np.array(cols.stop_loss, dtype=np.float64).reshape(n),
+            np.fromiter(map(_LONG.__eq__, cols.direction), np.bool_, n),
+            ladder,
+            lens,
+        )
+
+    def take(self, rows: IntArray) -> SignalArrays:
+        """These rows only."""
+        return SignalArrays(*(getattr(self, name)[rows] for name in self.__slots__))
+
+
+_LONG = Direction.LONG
+
+
 def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, candles: Candles) -> Settled:
     """`tracker.track(s)` for each signal, then one `tracker.update` over `candles`, keeping
     only each signal's final outcome.
@@ -49,38 +84,44 @@ def settle(tracker: OutcomeTracker, signals: Sequence[Signal], timeframe: str, c
     the tracker, as update leaves them. A signal whose id was tracked before it in `signals`
     shares that signal's outcome (the tracker keys positions by id).
     """
-    return settle_columns(tracker, signals, SignalFields.of(signals), timeframe, candles)
+    cols = SignalFields.of(signals)
+    return settle_columns(tracker, signals, cols.id, cols.strategy, SignalArrays.of(cols), timeframe, candles)
 
 
 def settle_columns(
-    tracker: OutcomeTracker, signals: Sequence[Signal], cols: SignalFields, timeframe: str, candles: Candles
+    tracker: OutcomeTracker,
+    signals: Sequence[Signal],
+    ids: Sequence[str],
+    strategies: Sequence[str],
+    arrays: SignalArrays,
+    timeframe: str,
+    candles: Candles,
 ) -> Settled:
-    """`settle`, given the signals' fields as columns too (a replay has them already)."""
+    """`settle`, given the signals' ids, strategies and numbers as columns (a replay has them)."""
     n = len(signals)
     out = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
     if n == 0:
         return out
-    for name in dict.fromkeys(cols.strategy):  # track()'s bookkeeping: every strategy gets a tally
+    for name in dict.fromkeys(strategies):  # track()'s bookkeeping: every strategy gets a tally
         if name not in tracker.stats:
             tracker.stats[name] = StrategyStats()
-    lens = np.fromiter(map(len, cols.take_profits), np.int64, n)
-    eligible = lens > 0  # track() ignores signals without targets, and ids it already follows
+    eligible = arrays.lens > 0  # track() ignores signals without targets, and ids it already follows
     if tracker.open:
-        eligible &= np.fromiter((sid not in tracker.open for sid in cols.id), np.bool_, n)
-    first: dict[str, int] = {}
-    for i in np.flatnonzero(eligible).tolist():
-        first.setdefault(cols.id[i], i)
+        eligible &= np.fromiter((sid not in tracker.open for sid in ids), np.bool_, n)
     owner = np.arange(n)
-    shared_ids = {sid for sid, k in Counter(cols.id).items() if k > 1}
-    if shared_ids:
-        for i in [i for i, sid in enumerate(cols.id) if sid in shared_ids]:
-            owner[i] = first.get(cols.id[i], i)
+    if len(set(ids)) < n:  # a repeated id shares the outcome of its first eligible signal
+        first: dict[str, int] = {}
+        for i in np.flatnonzero(eligible).tolist():
+            first.setdefault(ids[i], i)
+        shared_ids = {sid for sid, k in Counter(ids).items() if k > 1}
+        for i in [i for i, sid in enumerate(ids) if sid in shared_ids]:
+            owner[i] = first.get(ids[i], i)
     rows = np.flatnonzero(eligible & (owner == np.arange(n)))
-    for name, count in Counter(cols.strategy[i] for i in rows.tolist()).items():
+    for name, count in Counter(strategies[i] for i in rows.tolist()).items():
         tracker.stats[name].signals += count
     if len(rows):
-        _resolve_rows(tracker, signals, cols, rows, lens, timeframe, candles, out)
-    shared = np.flatnonzero(owner != np.arange(n))  # a repeated id shares its first signal's outcome
+        _resolve_rows(tracker, signals, strategies, arrays, rows, timeframe, candles, out)
+    shared = np.flatnonzero(owner != np.arange(n))
     if len(shared):
         for col in (out.result, out.at_ms, out.price, out.r, out.pnl):
             col[shared] = col[owner[shared]]
@@ -90,25 +131,24 @@ def settle_columns(
 def _resolve_rows(
     tracker: OutcomeTracker,
     signals: Sequence[Signal],
-    cols: SignalFields,
+    strategies: Sequence[str],
+    arrays: SignalArrays,
     rows: IntArray,
-    all_lens: IntArray,
     timeframe: str,
     c: Candles,
     out: Settled,
 ) -> None:
     count = len(rows)
     tf_ms = timeframe_seconds(timeframe) * 1000
-    opened = np.array(cols.bar_close_ms, dtype=np.int64)[rows]
+    opened = arrays.ms[rows]
     starts = c.ts.searchsorted(opened - tf_ms, side="right")  # first candle closing after the signal
     n = len(c)
     live = starts < n
     closes = c.ts + tf_ms
-    long = np.array([d is Direction.LONG for d in cols.direction], dtype=np.bool_)[rows]
-    stop = np.array(cols.stop_loss, dtype=np.float64)[rows]
-    entry = np.array(cols.entry, dtype=np.float64)[rows]
-    ladder, lens = ladders([cols.take_profits[i] for i in rows.tolist()])
-    k = ladder.shape[1]
+    long, stop, entry = arrays.long[rows], arrays.stop[rows], arrays.entry[rows]
+    lens = arrays.lens[rows]
+    k = max(1, int(lens.max()))  # the ladder's padding beyond these rows' targets is never hit
+    ladder = arrays.ladder[rows, :k]
     end, j_stop, j_exp, hits = (
         np.full(count, n),
         np.full(count, n),
@@ -156,7 +196,7 @@ def _resolve_rows(
     out.price[target] = price[closed]
     out.r[target] = r[closed]
     out.pnl[target] = pnl[closed]
-    _tally(tracker, [cols.strategy[i] for i in target.tolist()], code[closed], r[closed])
+    _tally(tracker, [strategies[i] for i in target.tolist()], code[closed], r[closed])
     for i in np.flatnonzero(~closed).tolist():  # still open: left with the tracker, as update leaves them
         s = signals[int(rows[i])]
         _leave_open(tracker, s, int(closes[end[i] - 1]) if live[i] else s.bar_close_ms, int(reached[i]))

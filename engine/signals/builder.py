@@ -21,7 +21,16 @@ from engine.market.candles import Candles, IntArray
 from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch
 from engine.signals.cooldown import Cooldowns, cooldown_key
-from engine.signals.model import NO_METADATA, Candidate, Direction, Signal, iso_utc, signal_id, signal_ids
+from engine.signals.model import (
+    NO_METADATA,
+    Candidate,
+    Direction,
+    Signal,
+    iso_utc,
+    record,
+    signal_id,
+    signal_ids,
+)
 from engine.timeframes import timeframe_seconds
 
 _LONG, _SHORT = Direction.LONG, Direction.SHORT
@@ -201,20 +210,22 @@ class SignalBuilder:
         rr1 = (np.abs(tps[:, 0] - entry) / risk).tolist()
         rr2 = (np.abs(tps[:, 1] - entry) / risk).tolist() if tps.shape[1] > 1 else [None] * n
         confidence = [None if c != c else c for c in batch.confidence[ix].tolist()]  # NaN: none given
+        ids = signal_ids(origin.strategy, origin.symbol, origin.timeframe, closes, sides)
+        entries, stops, created_at = entry.tolist(), sl.tolist(), list(map(iso_utc, closes))
         signals = list(
             map(
                 Signal._make,
                 zip(
-                    signal_ids(origin.strategy, origin.symbol, origin.timeframe, closes, sides),
+                    ids,
                     repeat(origin.strategy, n),
                     repeat(origin.symbol, n),
                     [_LONG if x else _SHORT for x in long.tolist()],
                     repeat(origin.timeframe, n),
                     repeat(origin.exchange, n),
-                    entry.tolist(),
-                    sl.tolist(),
+                    entries,
+                    stops,
                     ladders,
-                    map(iso_utc, closes),
+                    created_at,
                     closes,
                     confidence,
                     repeat((), n),
@@ -232,12 +243,48 @@ class SignalBuilder:
                 sig._replace(rationale=tuple(rationale), metadata=_ratio_meta(metadata, r1, r2))
                 for sig, (rationale, metadata), r1, r2 in zip(signals, details, r1s, r2s, strict=True)
             ]
-        # the journal records as text, so a replay keeps no words as objects
+        # the journal records as text, so a replay keeps no words as objects; made from the
+        # columns rather than from each Signal (`to_record` and a copy of its metadata)
         heads = []
         dumps, opts = orjson.dumps, _JSON_OPTS
-        for sig, (rationale, metadata), r1, r2 in zip(signals, details, r1s, r2s, strict=True):
-            rec = sig.to_record()
-            rec["rationale"], rec["metadata"] = list(rationale), _ratio_meta(metadata, r1, r2)
+        strategy, symbol, timeframe, exchange = (
+            origin.strategy,
+            origin.symbol,
+            origin.timeframe,
+            origin.exchange,
+        )
+        for sig_id, side, e, s, tps_, created, ms, conf, (rationale, metadata), r1, r2 in zip(
+            ids,
+            sides,
+            entries,
+            stops,
+            ladders,
+            created_at,
+            closes,
+            confidence,
+            details,
+            r1s,
+            r2s,
+            strict=True,
+        ):
+            rec = record(
+                sig_id,
+                "signal",
+                strategy,
+                symbol,
+                side,
+                timeframe,
+                exchange,
+                e,
+                s,
+                tps_,
+                created,
+                ms,
+                conf,
+                rationale,
+                NO_METADATA,
+            )
+            rec["metadata"] = _ratio_meta(metadata, r1, r2)
             heads.append(dumps(rec, option=opts)[:-1])
         records.extend(heads)  # only once every row is described: a failing describe adds none
         return signals

@@ -160,23 +160,23 @@ class Signal(NamedTuple):
 
     def to_record(self) -> dict[str, Any]:
         """The journal/JSON form: plain types only, key order stable."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "strategy": self.strategy,
-            "symbol": self.symbol,
-            "direction": SIDE[self.direction],
-            "timeframe": self.timeframe,
-            "exchange": self.exchange,
-            "entry": self.entry,
-            "stop_loss": self.stop_loss,
-            "take_profits": list(self.take_profits),
-            "created_at": self.created_at,
-            "bar_close_ms": self.bar_close_ms,
-            "confidence": self.confidence,
-            "rationale": list(self.rationale),
-            "metadata": dict(self.metadata),
-        }
+        return record(
+            self.id,
+            self.kind,
+            self.strategy,
+            self.symbol,
+            SIDE[self.direction],
+            self.timeframe,
+            self.exchange,
+            self.entry,
+            self.stop_loss,
+            self.take_profits,
+            self.created_at,
+            self.bar_close_ms,
+            self.confidence,
+            self.rationale,
+            self.metadata,
+        )
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> Signal:
@@ -198,6 +198,44 @@ class Signal(NamedTuple):
             metadata=dict(rec.get("metadata", {})),
             kind=str(rec.get("kind", "signal")),
         )
+
+
+def record(
+    id: str,
+    kind: str,
+    strategy: str,
+    symbol: str,
+    direction: str,
+    timeframe: str,
+    exchange: str,
+    entry: float,
+    stop_loss: float,
+    take_profits: Sequence[float],
+    created_at: str,
+    bar_close_ms: int,
+    confidence: float | None,
+    rationale: Sequence[str],
+    metadata: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A signal's journal record from its fields (`direction` as its name): `Signal.to_record`,
+    for a replay that writes the records of signals it never builds with their words."""
+    return {
+        "id": id,
+        "kind": kind,
+        "strategy": strategy,
+        "symbol": symbol,
+        "direction": direction,
+        "timeframe": timeframe,
+        "exchange": exchange,
+        "entry": entry,
+        "stop_loss": stop_loss,
+        "take_profits": list(take_profits),
+        "created_at": created_at,
+        "bar_close_ms": bar_close_ms,
+        "confidence": confidence,
+        "rationale": list(rationale),
+        "metadata": dict(metadata),
+    }
 
 
 class SignalFields(NamedTuple):

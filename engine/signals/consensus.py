@@ -71,6 +71,28 @@ def recency_weight(age_minutes: float) -> float:
     return 1.5
 
 
+@dataclass(frozen=True, slots=True)
+class _ScoreFacts:
+    """What a score decides, worked out once per distinct score: a replay raises thousands of
+    alerts from the few sums its weights can make."""
+
+    label: str
+    min_rr: float
+    confidence: float
+    rounded: float
+    text: str
+
+    @classmethod
+    def of(cls, score: float, min_rr: float) -> _ScoreFacts:
+        return cls(
+            strength_label(score),
+            effective_min_rr(score, min_rr),
+            round(min(score / 7.0, 1.0) * 100, 1),
+            round(score, 4),
+            f"{score:.2f}",
+        )
+
+
 class ConsensusAggregator:
     """Groups signals by (symbol, direction, timeframe) within a sliding window."""
 
@@ -87,6 +109,7 @@ class ConsensusAggregator:
         # instance name → plugin name, so "psar_fast" weighs like psar unless configured itself
         self._plugin_of = dict(plugin_of)
         self._base: dict[str, float] = {}  # base weights looked up so far (a replay asks millions of times)
+        self._by_score: dict[float, _ScoreFacts] = {}  # what a score decides (few distinct scores recur)
         self._recent: dict[tuple[str, str, str], deque[Signal]] = {}
         self._alert_ids: dict[tuple[str, str, str], str] = {}
         self._memory: dict[str, dict[str, Any]] = {}
@@ -101,7 +124,7 @@ class ConsensusAggregator:
 
     @settings.setter
     def settings(self, value: ConsensusSettings) -> None:
-        self._settings, self._base = value, {}
+        self._settings, self._base, self._by_score = value, {}, {}
 
     @property
     def weights(self) -> dict[str, float]:
@@ -163,8 +186,12 @@ class ConsensusAggregator:
                 latest[s.strategy] = s
         if len(latest) < st.min_strategies:
             return None
-        weight = self.weight
-        weights = {name: weight(name) for name in latest}
+        if st.adaptive and self.hits is not None:
+            weight = self.weight
+            weights = {name: weight(name) for name in latest}
+        else:  # the base weights, looked up once per strategy
+            base = self._base
+            weights = {name: base[name] if name in base else self.weight(name) for name in latest}
         score = sum(weights.values())
         if score < st.threshold - RR_TOLERANCE:
             return None
@@ -211,7 +238,10 @@ class ConsensusAggregator:
             tp2 = entry + s * 2 * risk
         rr1 = abs(tp1 - entry) / risk
         rr2 = abs(tp2 - entry) / risk
-        need = effective_min_rr(score, self.settings.min_rr)
+        facts = self._by_score.get(score)
+        if facts is None:
+            facts = self._by_score[score] = _ScoreFacts.of(score, self._settings.min_rr)
+        need = facts.min_rr
         if max(rr1, rr2) < need - RR_TOLERANCE:
             return None
         names = set(latest)
@@ -226,7 +256,7 @@ class ConsensusAggregator:
         self._memory[alert_id] = {"contributors": sorted(names), "last_alert_ms": now_ms}
         first = len(self._memory) == 1
         self._oldest_alert_ms = now_ms if first else min(self._oldest_alert_ms, now_ms)
-        label = strength_label(score)
+        label = facts.label
         contributors = [
             {
                 "strategy": name,
@@ -238,9 +268,8 @@ class ConsensusAggregator:
             }
             for (name, sig), age in zip(voters, ages, strict=True)
         ]
-        digest = hashlib.sha1(
-            f"{alert_id}|{now_ms}|{','.join(sorted(latest))}".encode(), usedforsecurity=False
-        ).hexdigest()[:16]
+        voted = ",".join([name for name, _ in voters])  # sorted
+        digest = hashlib.sha1(f"{alert_id}|{now_ms}|{voted}".encode(), usedforsecurity=False).hexdigest()[:16]
         return Signal(
             id=digest,
             strategy="consensus",
@@ -253,12 +282,12 @@ class ConsensusAggregator:
             take_profits=(tp1, tp2),
             created_at=iso_utc(now_ms),
             bar_close_ms=now_ms,
-            confidence=round(min(score / 7.0, 1.0) * 100, 1),
-            rationale=(f"{len(latest)} strategies agree, score {score:.2f} ({label})",),
+            confidence=facts.confidence,
+            rationale=(f"{len(latest)} strategies agree, score {facts.text} ({label})",),
             metadata={
                 "alert_id": alert_id,
                 "alert": kind,
-                "score": round(score, 4),
+                "score": facts.rounded,
                 "label": label,
                 "rr1": round(rr1, 4),
                 "rr2": round(rr2, 4),

@@ -134,6 +134,11 @@ class DataUnavailable(MarketError, FatalError):
     """The source cannot provide this kind of data at all (e.g. funding in a CSV replay)."""
 
 
+class EdgesMismatch(MarketError):
+    """A replay file's parsed rows do not begin and end with the rows read from its ends, so a
+    plan made from those ends may be wrong; the replay parses every file and plans again."""
+
+
 # --- state ----------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ in one process, interleaving outcomes with signals.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import multiprocessing
@@ -29,7 +30,9 @@ import numpy.typing as npt
 
 from engine.clock import VirtualClock
 from engine.config import LoadedConfig
-from engine.market.replay import ReplayMarket, load_csv
+from engine.errors import EdgesMismatch
+from engine.market.csv_rows import load_csv
+from engine.market.replay import ReplayMarket
 from engine.metrics import Metrics
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
@@ -135,12 +138,40 @@ def run_replay(
 
     `workers` processes replay markets side by side (default: one per CPU); 1 runs all in
     this process. The result is the same either way. `records=False` skips the JSON records.
+
+    Side by side, the span is planned from each file's first and last rows and every worker
+    parses its own market's files, so parsing overlaps the replay itself; a worker whose file
+    does not end with the rows the plan read stops the replay, which then parses every file
+    first and runs again (see `ReplayMarket.read_edges`).
     """
-    st = config.settings
-    market = ReplayMarket(data_dir, st.market.exchange, VirtualClock(float("inf")))
+    market = ReplayMarket(data_dir, config.settings.market.exchange, VirtualClock(float("inf")))
     n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    if n_workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+    run = functools.partial(
+        _replay, config, instances, market, start_ms, end_ms, progress, records, n_workers
+    )
+    if n_workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return run()
+    market.read_edges({s for inst in instances for s in inst.symbols})
+    try:
+        return run()
+    except EdgesMismatch as exc:
+        log.warning("%s; parsing every file before replaying again", exc)
+        market.drop_edges()
         _preload(market, n_workers)
+        return run()
+
+
+def _replay(
+    config: LoadedConfig,
+    instances: Sequence[PluginInstance],
+    market: ReplayMarket,
+    start_ms: int | None,
+    end_ms: int | None,
+    progress: Progress | None,
+    records: bool,
+    n_workers: int,
+) -> ReplayResult:
+    st = config.settings
     result = ReplayResult()
     runnable = _runnable(instances, market, result)
     if start_ms is None and runnable:
@@ -209,7 +240,15 @@ _SPEC: UnitSpec | None = None  # set before forking, so workers inherit it inste
 
 def _unit_at(i: int) -> UnitResult:
     assert _SPEC is not None
-    return run_unit(_SPEC, _SPEC.symbols[i])
+    return _replay_market(_SPEC, _SPEC.symbols[i])
+
+
+def _replay_market(spec: UnitSpec, symbol: str) -> UnitResult:
+    spec.market.confirm_edges(symbol)  # parses the market's files if the plan read only their ends
+    try:
+        return run_unit(spec, symbol)
+    finally:
+        spec.market.forget(symbol)  # the next market needs none of it
 
 
 def _load_file(path: Path) -> npt.NDArray[np.float64]:
@@ -234,7 +273,7 @@ def _run_units(spec: UnitSpec, workers: int, progress: Progress | None) -> list[
         progress(0, total, "")
     if workers <= 1 or total <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for i, sym in enumerate(spec.symbols):
-            out.append(run_unit(spec, sym))
+            out.append(_replay_market(spec, sym))
             if progress is not None:
                 progress(i + 1, total, sym)
         return out
@@ -274,6 +313,7 @@ def _run_interleaved(spec: UnitSpec, progress: Progress | None) -> UnitResult:
     for i, sym in enumerate(spec.symbols):
         if progress is not None:
             progress(i, len(spec.symbols), sym)
+        spec.market.confirm_edges(sym)
         sigs, n, miss = evaluate_market(spec, sym, runner, builder, histories)
         emitted.extend(sigs)
         evaluations += n

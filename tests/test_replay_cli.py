@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +16,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKETS = ("ETH-BTC", "LTC-BTC", "XMR-BTC")
-BARS = 2500
 RUNNABLE = ("psar", "candlestick", "volume_profile", "most", "strat")
 SKIPPED = ("funding", "orb")
 RESULTS = ("tp1", "tp2", "tp3", "sl", "expired")
 
 
 def make_case(tmp: Path, *, adaptive: bool = False) -> tuple[Path, Path]:
+    """Whole sample files: long enough that a replay on workers plans from their ends."""
     data, cfg = tmp / "data", tmp / "config"
     data.mkdir()
     for m in MARKETS:
-        lines = (ROOT / "data" / "sample" / f"binance_{m}_5m.csv").read_text().splitlines()
-        (data / f"binance_{m}_5m.csv").write_text("\n".join(lines[: BARS + 1]) + "\n")
+        shutil.copy(ROOT / "data" / "sample" / f"binance_{m}_5m.csv", data)
     (cfg / "strategies").mkdir(parents=True)
     text = (ROOT / "config" / "engine.toml").read_text()
     text = re.sub(r"(?m)^data_dir = .*$", f'data_dir = "{data}"', text)
@@ -77,6 +77,30 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_the_answer_does_not_depend_on_the_number_of_workers(case: dict[str, Any]) -> None:
     assert case["one"] == case["two"]
+    assert "parsing every file" not in case["stderr"]  # planned from the files' ends alone
+
+
+def test_a_file_that_does_not_end_as_its_last_rows_say_is_parsed_first(
+    case: dict[str, Any], tmp_path: Path
+) -> None:
+    data, cfg = make_case(tmp_path)
+    path = data / "binance_LTC-BTC_5m.csv"
+    lines = path.read_text().splitlines()
+    # a candle far in the future mid-file: every later row is out of order and dropped, which
+    # the rows at the file's end cannot show
+    mid = len(lines) // 2
+    t, *rest = lines[mid].split(",")
+    lines[mid] = ",".join([str(int(t) + 10**12), *rest])
+    path.write_text("\n".join(lines) + "\n")
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    proc = replay(cfg, data, "--json", str(two), "--workers", "2")
+    replay(cfg, data, "--json", str(one), "--workers", "1")
+    assert "parsing every file before replaying again" in proc.stderr
+    assert one.read_bytes() == two.read_bytes()
+    doc = json.loads(two.read_text())
+    ltc = [s["bar_close_ms"] for s in doc["signals"] if s["symbol"] == "LTC/BTC"]
+    assert ltc and not [ms for ms in ltc if int(t) + 300_000 < ms < int(t) + 10**12]  # rows dropped
+    assert doc["signals"] != json.loads(case["two"])["signals"]
 
 
 def test_json_has_the_documented_schema_and_every_signal_with_its_outcome(case: dict[str, Any]) -> None:

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from engine.clock import Clock
-from engine.errors import DataUnavailable
+from engine.errors import DataUnavailable, EdgesMismatch
 from engine.market.candles import Candles, FloatArray
+from engine.market.csv_rows import Edges, load_csv, read_edges
 from engine.market.snapshots import Funding, OrderBook, Ticker, Trades
-from engine.market.validate import check_rows, to_array
 from engine.timeframes import timeframe_seconds
 
-HEADER = ("timestamp", "open", "high", "low", "close", "volume")
 _FILE = re.compile(r"^(?P<base>[A-Za-z0-9]+)-(?P<quote>[A-Za-z0-9]+)_(?P<tf>\d+[mhdw])\.csv$")
 _WEEK_OFFSET_MS = 4 * 86_400_000
-_WARN_ROWS = 20
 
 
 class ReplayMarket:
@@ -46,6 +44,7 @@ class ReplayMarket:
                 symbol = f"{match['base'].upper()}/{match['quote'].upper()}"
                 self._files[(symbol, match["tf"])] = path
         self._series: dict[tuple[str, str], FloatArray] = {}
+        self._edges: dict[tuple[str, str], Edges] = {}  # files known by their ends only (read_edges)
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -60,15 +59,67 @@ class ReplayMarket:
         """(first, last) candle open time in ms over every symbol that can serve `timeframe`."""
         firsts, lasts = [], []
         for symbol in sorted(self.symbols):
-            if self._source_timeframe(symbol, timeframe) is None:
+            source_tf = self._source_timeframe(symbol, timeframe)
+            if source_tf is None:
                 continue
-            ts = self._get(symbol, timeframe)[:, 0]
-            if ts.size:
-                firsts.append(int(ts[0]))
-                lasts.append(int(ts[-1]))
+            span = self._span_from_edges(symbol, source_tf, timeframe)
+            if span is None:
+                ts = self._get(symbol, timeframe)[:, 0]
+                span = (int(ts[0]), int(ts[-1])) if ts.size else None
+            if span is not None:
+                firsts.append(span[0])
+                lasts.append(span[1])
         if not firsts:
             raise DataUnavailable(f"{self.exchange} replay in {self._dir}: no data for timeframe {timeframe}")
         return min(firsts), max(lasts)
+
+    def read_edges(self, symbols: Iterable[str]) -> None:
+        """Know these symbols' unparsed files by their first and last rows only, which is all
+        `time_range` needs: a parallel replay plans from them and leaves the parsing to the
+        worker replaying each market, which confirms them (`confirm_edges`). A file whose ends
+        are short or unusual is parsed here instead."""
+        wanted = set(symbols)
+        for key, path in self.unloaded_files().items():
+            if key[0] in wanted:
+                edges = read_edges(path)
+                if edges is None:
+                    self._get(*key)
+                else:
+                    self._edges[key] = edges
+
+    def confirm_edges(self, symbol: str) -> None:
+        """Parse the symbol's files known by their edges; EdgesMismatch if one does not begin
+        and end with the rows `read_edges` found (a plan made from them may be wrong)."""
+        for key, edges in list(self._edges.items()):
+            if key[0] == symbol:
+                rows = self._get(*key)
+                if not edges.matches(rows):
+                    raise EdgesMismatch(
+                        f"{self._files[key]}: its parsed rows do not begin and end with the rows its "
+                        "edges held (rows were dropped near the end of the file)"
+                    )
+
+    def drop_edges(self) -> None:
+        """Forget what `read_edges` found; `time_range` goes back to parsing."""
+        self._edges.clear()
+
+    def forget(self, symbol: str) -> None:
+        """Drop the symbol's parsed series (a replay worker keeps one market at a time)."""
+        for key in [k for k in self._series if k[0] == symbol]:
+            del self._series[key]
+
+    def _span_from_edges(self, symbol: str, source_tf: str, timeframe: str) -> tuple[int, int] | None:
+        """(first, last) open time of the series from its file's edges, if they tell: a derived
+        series' first and last buckets depend only on the rows near the file's two ends."""
+        edges = self._edges.get((symbol, source_tf))
+        if edges is None or (symbol, timeframe) in self._series:
+            return None
+        head, tail = edges.head, edges.tail
+        if source_tf != timeframe:
+            head, tail = resample(head, source_tf, timeframe), resample(tail, source_tf, timeframe)
+        if head.shape[0] == 0 or tail.shape[0] == 0:
+            return None
+        return int(head[0, 0]), int(tail[-1, 0])
 
     def unloaded_files(self) -> dict[tuple[str, str], Path]:
         """(symbol, timeframe) → file, for the files not parsed yet (see `adopt`)."""
@@ -163,72 +214,6 @@ class ReplayMarket:
         target = timeframe_seconds(timeframe)
         finer = [tf for tf in self.timeframes(symbol) if target % timeframe_seconds(tf) == 0]
         return finer[-1] if finer else None
-
-
-def load_csv(path: Path, logger: logging.Logger) -> FloatArray:
-    """The file's valid rows as an (n, 6) array; every dropped row is logged as file:line."""
-    fast = _load_clean(path)
-    if fast is not None:
-        return fast
-    lines = path.read_text().splitlines()
-    header = tuple(col.strip().lower() for col in lines[0].split(",")) if lines else ()
-    if header[:6] != HEADER:
-        raise DataUnavailable(f"{path}: expected header {','.join(HEADER)}, got {lines[:1]!r}")
-    numbered = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
-    body = [line for _, line in numbered]
-    if not body:
-        return np.empty((0, 6), dtype=np.float64)
-    try:
-        arr = np.loadtxt(body, delimiter=",", dtype=np.float64, ndmin=2, usecols=range(6))
-        malformed = None
-    except ValueError:
-        arr, malformed = to_array([line.split(",") for line in body])
-    check = check_rows(arr, malformed)
-    for i, reason in check.reasons[:_WARN_ROWS]:
-        logger.warning("%s:%d: row dropped (%s): %s", path, numbered[i][0], reason, numbered[i][1].strip())
-    if len(check.reasons) > _WARN_ROWS:
-        logger.warning("%s: %d more rows dropped", path, len(check.reasons) - _WARN_ROWS)
-    return np.ascontiguousarray(arr[check.keep])
-
-
-def _load_clean(path: Path) -> FloatArray | None:
-    """The rows of a file with nothing to drop, parsed straight from disk (parsing is most of a
-    long replay's start-up); None when anything is unusual, so `load_csv` can name the lines."""
-    try:
-        with path.open("rb") as fh:
-            header = tuple(col.strip().lower() for col in fh.readline().decode().split(","))
-            if header[:6] != HEADER:
-                return None
-            body = fh.read()
-            arr = _parse_plain(body)
-            if arr is None:
-                arr = np.loadtxt(
-                    body.decode().splitlines(), delimiter=",", dtype=np.float64, ndmin=2, usecols=range(6)
-                )
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if arr.shape[0] == 0 or check_rows(arr, None).reasons:
-        return None
-    return np.ascontiguousarray(arr)
-
-
-def _parse_plain(body: bytes) -> FloatArray | None:
-    """Rows of exactly six plain numbers, read as one JSON array: orjson reads numbers about
-    twice as fast as `np.loadtxt`, and rounds them the same (correctly). None for anything
-    else (blank lines, other column counts, "nan", "+1", ".5"): `np.loadtxt` reads those."""
-    body = body.rstrip(b"\r\n")
-    if not body:
-        return None
-    # the separators must run five commas, one newline, ...: six fields on every line
-    buf = np.frombuffer(body, np.uint8)
-    seps = buf[np.flatnonzero((buf == ord(",")) | (buf == ord("\n")))] == ord("\n")
-    if (len(seps) + 1) % 6 or not np.array_equal(seps, np.arange(len(seps)) % 6 == 5):
-        return None
-    try:
-        values = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError:
-        return None
-    return np.array(values, dtype=np.float64).reshape(-1, 6)
 
 
 def resample(rows: FloatArray, source_tf: str, timeframe: str) -> FloatArray:

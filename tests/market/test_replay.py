@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from engine.clock import VirtualClock
 from engine.errors import DataUnavailable
-from engine.market.replay import ReplayMarket, load_csv
+from engine.market.csv_rows import load_csv
+from engine.market.replay import ReplayMarket
 from engine.market.source import MarketData
 from engine.market.validate import check_rows
 

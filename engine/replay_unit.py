@@ -33,7 +33,7 @@ from engine.replay_records import SEPARATOR
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
-from engine.signals.model import Signal, SignalFields, iso_utc
+from engine.signals.model import Signal, SignalFields, iso_utc_bytes
 from engine.signals.outcomes import RESULTS, OutcomeEvent, OutcomeTracker
 from engine.signals.settle import Settled, SignalArrays, settle_columns
 from engine.signals.tally import StrategyStats
@@ -326,7 +326,7 @@ def _record_lines(signals: list[Signal], ends: Settled, given: Sequence[bytes | 
     tails = [b',"outcome":null}' + SEPARATOR] * len(signals)
     closed = np.flatnonzero(ends.result >= 0)
     results = np.array([r.encode() for r in RESULTS])[ends.result[closed]].tolist()
-    ats = [iso_utc(t).encode() for t in ends.at_ms[closed].tolist()]
+    ats = iso_utc_bytes(ends.at_ms[closed])
     prices = orjson.dumps(ends.price[closed].tolist())[1:-1].split(b",")
     rs = orjson.dumps(ends.r[closed].tolist())[1:-1].split(b",")
     for i, result, at, price, r in zip(closed.tolist(), results, ats, prices, rs, strict=True):

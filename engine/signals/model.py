@@ -11,6 +11,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 
 class Direction(StrEnum):
     """Trade direction. The originals' BULLISH/BUY map to LONG, BEARISH/SELL to SHORT."""
@@ -104,6 +107,16 @@ def iso_utc(epoch_ms: int) -> str:
     days and the few hundred closes of a day."""
     day, ms = divmod(epoch_ms, _DAY_MS)
     return f"{_iso_day(day)}T{_iso_time(ms // 1000)}Z"
+
+
+def iso_utc_bytes(epoch_ms: npt.NDArray[np.int64]) -> list[bytes]:
+    """`iso_utc` of many times as ASCII: each distinct day and time of day formatted once, each
+    time then two concatenations (a replay writes the outcome time of every signal)."""
+    day, rest = np.divmod(epoch_ms, _DAY_MS)
+    second = rest // 1000
+    days = {d: f"{_iso_day(d)}T".encode() for d in np.unique(day).tolist()}
+    times = {s: f"{_iso_time(s)}Z".encode() for s in np.unique(second).tolist()}
+    return [days[d] + times[s] for d, s in zip(day.tolist(), second.tolist(), strict=True)]
 
 
 @functools.lru_cache(maxsize=4096)

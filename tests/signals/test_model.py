@@ -5,16 +5,22 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.signals.model import Direction, iso_utc, signal_id, signal_ids
+from engine.signals.model import Direction, iso_utc, iso_utc_bytes, signal_id, signal_ids
 
 
 @given(st.integers(0, 253_402_300_799_999))  # 1970 to the end of year 9999
 def test_iso_utc_is_the_candle_close_to_the_second(ms: int) -> None:
     want = datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert iso_utc(ms) == want
+
+
+@given(st.lists(st.integers(0, 253_402_300_799_999), max_size=30))
+def test_many_times_at_once_read_as_one_at_a_time(times: list[int]) -> None:
+    assert iso_utc_bytes(np.array(times, dtype=np.int64)) == [iso_utc(ms).encode() for ms in times]
 
 
 def test_iso_utc_of_a_known_close() -> None:

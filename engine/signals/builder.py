@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from prometheus_client import Counter
 
-from engine.market.candles import Candles, IntArray
+from engine.market.candles import Candles, FloatArray, IntArray
 from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch
 from engine.signals.cooldown import Cooldowns, cooldown_key
@@ -207,8 +207,8 @@ class SignalBuilder:
         else:
             ladders = list(map(tuple, tps.tolist()))
         risk = np.abs(entry - sl)
-        rr1 = (np.abs(tps[:, 0] - entry) / risk).tolist()
-        rr2 = (np.abs(tps[:, 1] - entry) / risk).tolist() if tps.shape[1] > 1 else [None] * n
+        rr1 = np.abs(tps[:, 0] - entry) / risk
+        rr2 = np.abs(tps[:, 1] - entry) / risk if tps.shape[1] > 1 else np.full(n, np.nan)
         confidence = [None if c != c else c for c in batch.confidence[ix].tolist()]  # NaN: none given
         ids = signal_ids(origin.strategy, origin.symbol, origin.timeframe, closes, sides)
         entries, stops, created_at = entry.tolist(), sl.tolist(), list(map(iso_utc, closes))
@@ -236,8 +236,8 @@ class SignalBuilder:
             )
         )
         details = map(batch.describe, batch.row[ix].tolist())
-        r1s = [round(x, 4) for x in rr1]
-        r2s = [None if x is None or x != x else round(x, 4) for x in rr2]  # NaN: one target, padded
+        r1s = rounded(rr1, 4)
+        r2s = rounded(rr2, 4)  # NaN (one target, padded): None
         if records is None:
             return [
                 sig._replace(rationale=tuple(rationale), metadata=_ratio_meta(metadata, r1, r2))
@@ -295,7 +295,27 @@ def _with_ratios(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> 
     return _ratio_meta(metadata, round(rr1, 4), None if rr2 is None else round(rr2, 4))
 
 
-def _ratio_meta(metadata: Mapping[str, Any], rr1: float, rr2: float | None) -> dict[str, Any]:
+def rounded(values: FloatArray, digits: int) -> list[float | None]:
+    """`round(x, digits)` of each value (None for NaN), exactly as Python rounds, with arrays.
+
+    Python rounds the exact value half to even and returns the double nearest that decimal;
+    numpy's `x * 10**digits` is off by at most half an ulp, so `rint` of it picks the same
+    integer k unless that product lies within an ulp of a half-integer — those few values
+    (and huge or infinite ones) go through `round` itself. k / 10**digits is correctly
+    rounded, as Python's result is. A replay rounds two ratios of every signal it emits."""
+    scale = 10.0**digits
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = values * scale
+        k = np.rint(p)
+        risky = ~(np.abs(p - np.floor(p) - 0.5) > np.abs(np.spacing(p))) | ~(np.abs(p) < 2.0**52)
+    out: list[float | None] = (k / scale).tolist()
+    for i in np.flatnonzero(risky).tolist():
+        x = float(values[i])
+        out[i] = None if x != x else round(x, digits)
+    return out
+
+
+def _ratio_meta(metadata: Mapping[str, Any], rr1: float | None, rr2: float | None) -> dict[str, Any]:
     meta = dict(metadata)
     meta["rr1"] = rr1
     if rr2 is not None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from engine.market.candles import Candles
 from engine.metrics import Metrics
 from engine.signals.batch import CandidateBatch, as_batch
-from engine.signals.builder import Origin, SignalBuilder
+from engine.signals.builder import Origin, SignalBuilder, rounded
 from engine.signals.cooldown import Cooldowns
 from engine.signals.levels import (
     ArrayLevels,
@@ -320,3 +320,24 @@ def test_mismatched_columns_are_refused() -> None:
         CandidateBatch.build(RiskSettings(), [0, 1, 2], [1, 1], [1.0, 1.0], lv)
     with pytest.raises(ValueError, match="sign must be"):
         CandidateBatch.build(RiskSettings(), [0, 1], [1, 0], [1.0, 1.0], lv)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(0, 1000),
+            # ties and near-ties at the fourth decimal, where a product's error could flip them
+            st.builds(
+                lambda k, e: (k + 0.5) / 1e4 + e,
+                st.integers(-(10**8), 10**8),
+                st.sampled_from([0.0, 1e-17, -1e-17, 5e-13, -5e-13]),
+            ),
+        ),
+        max_size=40,
+    )
+)
+def test_ratios_are_rounded_exactly_as_python_rounds(values: list[float]) -> None:
+    got = rounded(np.array(values, dtype=np.float64), 4)
+    want = [None if x != x else round(x, 4) for x in values]
+    assert [repr(x) for x in got] == [repr(x) for x in want]

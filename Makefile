@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config
 
-.PHONY: install run test lint format bench soak check plugins clean
+.PHONY: install bytecode run test lint format bench soak check plugins clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,9 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Bytecode for the engine and its plugins, as pip compiles an installed package's: where
+# PYTHONDONTWRITEBYTECODE is set, Python would otherwise compile every module on every start
+# (about 0.1 s of each command). Only changed files are compiled again.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q engine strategies
+
 install: $(STAMP)
 
-run: $(STAMP)
+run: bytecode
 	$(BIN)/engine run --config $(CONFIG)
 
 check: $(STAMP)
@@ -36,7 +42,7 @@ format: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: bytecode
 	$(BIN)/python -m bench
 
 soak: $(STAMP)

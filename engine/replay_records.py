@@ -4,9 +4,10 @@ Each unit spools its records (one per line, each ending in ",\\n") in its own ti
 the merged columns say which unit each row of the global order comes from. Rows of one unit
 appear in the global order in the order that unit spooled them, so the records are runs of
 contiguous byte ranges of the spools, and every byte of the document has a known place before
-anything is written. The document is cut into 8 MB chunks, which worker processes fill side by
-side: per chunk one read per spool, one slice copy per run, one aligned write at the chunk's
-offset (`BlockWriter`: past the page cache where the file system allows it).
+anything is written. The document is cut into 8 MB chunks, shared out among worker processes
+that fill them side by side: per chunk one read per spool, one slice copy per run, one aligned
+write at the chunk's offset (`BlockWriter`: past the page cache where the file system allows
+it), waited for in a thread while the next chunk is filled.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,53 +80,66 @@ class Document:
 
 
 def write_document(path: Path, doc: Document, workers: int = 1, chunk: int = CHUNK_BYTES) -> None:
-    """The document at `path`, its chunks filled by up to `workers` forked processes."""
+    """The document at `path`, its chunks shared out among up to `workers` forked processes
+    (chunk k goes to writer k mod writers)."""
     create(path, doc.size)
-    chunks = list(range(-(-doc.size // chunk)))
-    writers = min(workers, len(chunks), MAX_WRITERS)
+    chunks = -(-doc.size // chunk)
+    writers = min(workers, chunks, MAX_WRITERS)
     if writers > 1 and "fork" in multiprocessing.get_all_start_methods():
         global _JOB
-        _JOB = (path, doc, chunk)
+        _JOB = (path, doc, chunk, writers)
         try:
             with multiprocessing.get_context("fork").Pool(writers) as pool:
-                for _ in pool.imap_unordered(_fill_in_worker, chunks):
-                    pass
+                pool.map(_write_share, range(writers), chunksize=1)
         finally:
             _JOB = None
     else:
-        filler = _Filler(path, doc, chunk)
-        try:
-            for k in chunks:
-                filler.fill(k)
-        finally:
-            filler.close()
+        _fill(path, doc, chunk, range(chunks))
     cut(path, doc.size)
 
 
-_JOB: tuple[Path, Document, int] | None = None  # set before forking: workers inherit it
-_FILLER: _Filler | None = None  # one per worker process
+_JOB: tuple[Path, Document, int, int] | None = None  # set before forking: workers inherit it
 
 
-def _fill_in_worker(k: int) -> None:
-    global _FILLER
+def _write_share(writer: int) -> None:
     assert _JOB is not None
-    if _FILLER is None:
-        _FILLER = _Filler(*_JOB)
-    _FILLER.fill(k)
+    path, doc, chunk, writers = _JOB
+    _fill(path, doc, chunk, range(writer, -(-doc.size // chunk), writers))
+
+
+def _fill(path: Path, doc: Document, chunk: int, chunks: range) -> None:
+    filler = _Filler(path, doc, chunk)
+    try:
+        for k in chunks:
+            filler.fill(k)
+    finally:
+        filler.close()
 
 
 class _Filler:
     """Fills chunks of one document: reads what the chunk needs from each spool (reusing its
-    buffers, so the document does not fault in fresh memory), copies it into place, writes."""
+    buffers, so the document does not fault in fresh memory), copies it into place, writes.
+
+    Two buffers take turns: a direct write returns only once the data is on the disk, so each
+    write waits in a thread while the next chunk is filled in the other buffer (its write then
+    queues behind the first)."""
 
     def __init__(self, path: Path, doc: Document, chunk: int) -> None:
         self.doc = doc
-        self.out = BlockWriter(path, chunk)
+        self.outs = (BlockWriter(path, chunk), BlockWriter(path, chunk))
+        self.pending: list[Future[None] | None] = [None, None]
+        self.writes = ThreadPoolExecutor(1, thread_name_prefix="document-write")
+        self.turn = 0
         self.fds: dict[int, int] = {}
         self.reads: dict[int, bytearray] = {}
 
     def fill(self, k: int) -> None:
-        doc, buf, chunk = self.doc, self.out.buffer, self.out.chunk
+        turn, self.turn = self.turn, 1 - self.turn
+        waiting = self.pending[turn]
+        if waiting is not None:
+            waiting.result()  # this buffer's previous write is done (or raises its error)
+        out, doc = self.outs[turn], self.doc
+        buf, chunk = out.buffer, out.chunk
         lo, hi = k * chunk, min((k + 1) * chunk, doc.size)
         head, tail_at = doc.head, doc.size - len(doc.tail)
         if lo < len(head):
@@ -135,11 +150,11 @@ class _Filler:
         ends = doc.out_at + doc.length
         r0, r1 = int(np.searchsorted(ends, lo, side="right")), int(np.searchsorted(doc.out_at, hi))
         if r1 > r0:
-            self._copy_runs(lo, hi, slice(r0, r1))
-        self.out.write(lo, hi - lo)
+            self._copy_runs(buf, lo, hi, slice(r0, r1))
+        self.pending[turn] = self.writes.submit(out.write, lo, hi - lo)
 
-    def _copy_runs(self, lo: int, hi: int, runs: slice) -> None:
-        doc, buf = self.doc, self.out.buffer
+    def _copy_runs(self, buf: memoryview, lo: int, hi: int, runs: slice) -> None:
+        doc = self.doc
         out_at, length, src = doc.out_at[runs], doc.length[runs], doc.source[runs]
         put = np.maximum(out_at, lo)  # a run may begin before this chunk or end after it
         stop = np.minimum(out_at + length, hi)
@@ -165,6 +180,14 @@ class _Filler:
         return view
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.out.close()
+        """Wait for the queued writes (raising the first error), then close everything."""
+        try:
+            for waiting in self.pending:
+                if waiting is not None:
+                    waiting.result()
+        finally:
+            self.writes.shutdown()
+            for fd in self.fds.values():
+                os.close(fd)
+            for out in self.outs:
+                out.close()

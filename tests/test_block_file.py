@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.block_file import ALIGN, BlockWriter
-from engine.replay_records import SEPARATOR, Document, write_document
+from engine.replay_records import SEPARATOR, Document, _fill, write_document
 
 SHM = Path("/dev/shm")  # tmpfs: refuses O_DIRECT, so the buffered path is taken
 
@@ -37,7 +37,7 @@ record = st.one_of(
     head=st.binary(max_size=2 * ALIGN),
     tail=st.binary(max_size=100),
     rows=st.lists(st.tuples(st.integers(0, 3), record), max_size=60),
-    workers=st.sampled_from([1, 2]),
+    workers=st.sampled_from([1, 2, 3]),
 )
 def test_the_document_is_head_records_in_order_and_tail(
     where: Path, head: bytes, tail: bytes, rows: list[tuple[int, bytes]], workers: int
@@ -69,3 +69,16 @@ def test_a_full_disk_is_reported_not_swallowed() -> None:
         assert err.value.errno == errno.ENOSPC
     finally:
         out.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_write_that_fails_while_the_next_chunk_is_filled_is_reported(tmp_path: Path) -> None:
+    """Writes wait in a thread while the next chunk is filled: their errors still surface."""
+    spool = tmp_path / "unit.jsonl"
+    rows = [b"r" * 100] * 200
+    spool.write_bytes(b"".join(r + SEPARATOR for r in rows))
+    sizes = np.full(len(rows), 100 + len(SEPARATOR), np.int32)
+    doc = Document.plan(b"[", b"]", [spool], np.zeros(len(rows), np.int16), sizes)
+    with pytest.raises(OSError) as err:
+        _fill(Path("/dev/full"), doc, ALIGN, range(-(-doc.size // ALIGN)))
+    assert err.value.errno == errno.ENOSPC

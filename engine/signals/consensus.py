@@ -217,21 +217,32 @@ class ConsensusAggregator:
         direction = trigger.direction
         s = direction.sign
         voters = sorted(latest.items())
-        ages = [(now_ms - sig.bar_close_ms) / 60_000 for _, sig in voters]
+        ages = []
         num = den = 0.0
-        for (_, sig), age in zip(voters, ages, strict=True):
+        for _, sig in voters:  # the entry: recency-weighted, in name order
+            age = (now_ms - sig.bar_close_ms) / 60_000
+            ages.append(age)
             rw = recency_weight(age)
             num += sig.entry * rw
             den += rw
         entry = num / den
-        sl = sum(x.stop_loss for x in latest.values()) / len(latest)
+        sl_sum = tp1_sum = tp2_sum = 0.0
+        n1 = n2 = 0
+        for x in latest.values():  # plain means, added up in arrival order
+            sl_sum += x.stop_loss
+            tps = x.take_profits
+            if tps:
+                tp1_sum += tps[0]
+                n1 += 1
+                if len(tps) > 1:
+                    tp2_sum += tps[1]
+                    n2 += 1
+        sl = sl_sum / len(latest)
         risk = s * (entry - sl)
         if risk <= 0:
             return None  # mean stop not on the losing side: the original sent these, we do not
-        tp1s = [x.take_profits[0] for x in latest.values() if x.take_profits]
-        tp2s = [x.take_profits[1] for x in latest.values() if len(x.take_profits) > 1]
-        tp1 = sum(tp1s) / len(tp1s) if tp1s else entry + s * risk
-        tp2 = sum(tp2s) / len(tp2s) if tp2s else entry + s * 2 * risk
+        tp1 = tp1_sum / n1 if n1 else entry + s * risk
+        tp2 = tp2_sum / n2 if n2 else entry + s * 2 * risk
         if s * (tp1 - entry) <= 0:
             tp1 = entry + s * risk
         if s * (tp2 - entry) <= 0:

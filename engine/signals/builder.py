@@ -210,22 +210,20 @@ class SignalBuilder:
         rr1 = np.abs(tps[:, 0] - entry) / risk
         rr2 = np.abs(tps[:, 1] - entry) / risk if tps.shape[1] > 1 else np.full(n, np.nan)
         confidence = [None if c != c else c for c in batch.confidence[ix].tolist()]  # NaN: none given
-        ids = signal_ids(origin.strategy, origin.symbol, origin.timeframe, closes, sides)
-        entries, stops, created_at = entry.tolist(), sl.tolist(), list(map(iso_utc, closes))
         signals = list(
             map(
                 Signal._make,
                 zip(
-                    ids,
+                    signal_ids(origin.strategy, origin.symbol, origin.timeframe, closes, sides),
                     repeat(origin.strategy, n),
                     repeat(origin.symbol, n),
                     [_LONG if x else _SHORT for x in long.tolist()],
                     repeat(origin.timeframe, n),
                     repeat(origin.exchange, n),
-                    entries,
-                    stops,
+                    entry.tolist(),
+                    sl.tolist(),
                     ladders,
-                    created_at,
+                    map(iso_utc, closes),
                     closes,
                     confidence,
                     repeat((), n),
@@ -253,34 +251,21 @@ class SignalBuilder:
             origin.timeframe,
             origin.exchange,
         )
-        for sig_id, side, e, s, tps_, created, ms, conf, (rationale, metadata), r1, r2 in zip(
-            ids,
-            sides,
-            entries,
-            stops,
-            ladders,
-            created_at,
-            closes,
-            confidence,
-            details,
-            r1s,
-            r2s,
-            strict=True,
-        ):
+        for sig, side, (rationale, metadata), r1, r2 in zip(signals, sides, details, r1s, r2s, strict=True):
             rec = record(
-                sig_id,
+                sig.id,
                 "signal",
                 strategy,
                 symbol,
                 side,
                 timeframe,
                 exchange,
-                e,
-                s,
-                tps_,
-                created,
-                ms,
-                conf,
+                sig.entry,
+                sig.stop_loss,
+                sig.take_profits,
+                sig.created_at,
+                sig.bar_close_ms,
+                sig.confidence,
                 rationale,
                 NO_METADATA,
             )

@@ -71,6 +71,11 @@ def recency_weight(age_minutes: float) -> float:
     return 1.5
 
 
+def _spans(settings: ConsensusSettings) -> tuple[int, int]:
+    """The window and the alert memory in ms."""
+    return int(settings.window_minutes * 60_000), int(settings.memory_hours * 3_600_000)
+
+
 @dataclass(frozen=True, slots=True)
 class _ScoreFacts:
     """What a score decides, worked out once per distinct score: a replay raises thousands of
@@ -105,6 +110,7 @@ class ConsensusAggregator:
     ):
         self.hits = hits
         self._settings = settings
+        self._window_ms, self._memory_ms = _spans(settings)
         self._weights = dict(weights)
         # instance name → plugin name, so "psar_fast" weighs like psar unless configured itself
         self._plugin_of = dict(plugin_of)
@@ -125,6 +131,7 @@ class ConsensusAggregator:
     @settings.setter
     def settings(self, value: ConsensusSettings) -> None:
         self._settings, self._base, self._by_score = value, {}, {}
+        self._window_ms, self._memory_ms = _spans(value)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -172,10 +179,10 @@ class ConsensusAggregator:
         if q is None:
             q = self._recent[group] = deque()
         q.append(sig)
-        oldest = now_ms - int(st.window_minutes * 60_000)
+        oldest = now_ms - self._window_ms
         while q[0].bar_close_ms < oldest:  # never empties: sig itself stays
             q.popleft()
-        if self._memory and self._oldest_alert_ms < now_ms - int(st.memory_hours * 3_600_000):
+        if self._memory and self._oldest_alert_ms < now_ms - self._memory_ms:
             self._expire_memory(now_ms)
         # latest signal per distinct strategy
         if len(q) < st.min_strategies:
@@ -310,7 +317,7 @@ class ConsensusAggregator:
         )
 
     def _expire_memory(self, now_ms: int) -> None:
-        horizon = now_ms - int(self.settings.memory_hours * 3_600_000)
+        horizon = now_ms - self._memory_ms
         if not self._memory or self._oldest_alert_ms >= horizon:
             return  # runs for every signal: skip the scan while nothing can have expired
         for key in [k for k, v in self._memory.items() if v["last_alert_ms"] < horizon]:

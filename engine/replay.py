@@ -8,7 +8,7 @@ which is why the sameness test can demand identical signals from both.
 Markets are independent (see engine/replay_unit.py), so they are replayed side by side in
 worker processes and their columns merged into one time order here. Adaptive consensus
 weights read hit rates across all markets as time passes, so that mode replays everything
-in one process, interleaving outcomes with signals.
+in one process, interleaving outcomes with signals (engine/replay_interleaved.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from engine.config import LoadedConfig
 from engine.errors import EdgesMismatch
 from engine.market.csv_rows import load_csv
 from engine.market.replay import ReplayMarket
-from engine.metrics import Metrics
 from engine.plugins.instance import PluginInstance
-from engine.plugins.runner import SafeRunner
+from engine.replay_interleaved import Progress, run_interleaved
 from engine.replay_plan import history_start, unreplayable_reason
 from engine.replay_records import Document, write_document
 from engine.replay_unit import (
@@ -43,25 +42,14 @@ from engine.replay_unit import (
     SignalColumns,
     UnitResult,
     UnitSpec,
-    evaluate_market,
-    in_time_order,
     release_free_memory,
     run_unit,
-    settled_from,
-    tabulate,
 )
-from engine.signals.builder import SignalBuilder
 from engine.signals.consensus import ConsensusAggregator, HitCounts
-from engine.signals.cooldown import Cooldowns
-from engine.signals.model import Signal
-from engine.signals.outcomes import OutcomeEvent, OutcomeTracker
 from engine.signals.tally import StrategyStats
 from engine.stats import consensus_settings
-from engine.timeframes import timeframe_seconds
 
 log = logging.getLogger("engine.replay")
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(slots=True)
@@ -195,7 +183,7 @@ def _replay(
     )
     try:
         if st.consensus.enabled and st.consensus.adaptive_weights:
-            units = [_run_interleaved(spec, progress)]
+            units = [run_interleaved(spec, progress)]
         else:
             units = _run_units(spec, n_workers, progress)
     except BaseException:
@@ -296,81 +284,6 @@ def _run_units(spec: UnitSpec, workers: int, progress: Progress | None) -> list[
         _SPEC = None
         gc.unfreeze()
     return out
-
-
-# -- adaptive weights: one process, outcomes interleaved with signals -------------------------
-
-
-def _run_interleaved(spec: UnitSpec, progress: Progress | None) -> UnitResult:
-    """All markets in one stream: consensus weights read hit rates, so outcomes must be known
-    up to each signal's time, and no further."""
-    metrics = Metrics()
-    runner = SafeRunner(metrics, quarantine_after=spec.quarantine_after)
-    builder = SignalBuilder(Cooldowns(), metrics)
-    histories: dict[tuple[str, str], Any] = {}
-    emitted: list[Signal] = []
-    evaluations, missing = 0, []
-    for i, sym in enumerate(spec.symbols):
-        if progress is not None:
-            progress(i, len(spec.symbols), sym)
-        spec.market.confirm_edges(sym)
-        sigs, n, miss = evaluate_market(spec, sym, runner, builder, histories)
-        emitted.extend(sigs)
-        evaluations += n
-        missing.extend(miss)
-    tracker = OutcomeTracker(expiry_seconds=spec.expiry_seconds)
-    assert spec.consensus is not None
-    consensus = spec.consensus(
-        lambda s: (tracker.stats[s].wins, tracker.stats[s].closed) if s in tracker.stats else (0, 0)
-    )
-    finals: dict[str, OutcomeEvent] = {}
-    cursor: dict[tuple[str, str], int] = {}
-    ordered: list[tuple[Signal, Signal]] = []
-    emitted = in_time_order(emitted)
-    i = 0
-    while i < len(emitted):
-        t = emitted[i].bar_close_ms
-        _advance(tracker, histories, finals, cursor, t)
-        while i < len(emitted) and emitted[i].bar_close_ms == t:
-            sig = emitted[i]
-            ordered.append((sig, sig))
-            tracker.track(sig)
-            agreed = consensus.add(sig)
-            if agreed is not None:
-                ordered.append((agreed, sig))
-                tracker.track(agreed)
-            i += 1
-    _advance(tracker, histories, finals, cursor, None)
-    if progress is not None:
-        progress(len(spec.symbols), len(spec.symbols), "done")
-    out = tabulate(spec, "all", ordered, settled_from(ordered, finals), tracker.stats, [None] * len(ordered))
-    out.evaluations, out.missing = evaluations, missing
-    return out
-
-
-def _advance(
-    tracker: OutcomeTracker,
-    histories: dict[tuple[str, str], Any],
-    finals: dict[str, OutcomeEvent],
-    cursor: dict[tuple[str, str], int],
-    until_ms: int | None,
-) -> None:
-    """Feed each watched series' candles closed by `until_ms` (all of them if None) to the tracker."""
-    for key in sorted(tracker.watched()):
-        candles = histories.get(key)
-        if candles is None:
-            continue
-        tf_ms = timeframe_seconds(key[1]) * 1000
-        stop = (
-            len(candles)
-            if until_ms is None
-            else int((candles.ts + tf_ms).searchsorted(until_ms, side="right"))
-        )
-        if stop > cursor.get(key, 0):
-            finals.update(
-                (e.signal_id, e) for e in tracker.update(key[0], key[1], candles.slice(0, stop)) if e.final
-            )
-            cursor[key] = stop
 
 
 # -- merging ----------------------------------------------------------------------------------

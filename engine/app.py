@@ -20,7 +20,7 @@ from typing import IO, Any
 from engine.clock import Clock, PacedClock, RealClock, VirtualClock
 from engine.config import LoadedConfig, resolve_path
 from engine.errors import EngineError
-from engine.market.exchange import ExchangeMarket
+from engine.market.build import market_source
 from engine.market.gateway import MarketGateway
 from engine.market.replay import ReplayMarket
 from engine.market.source import MarketData
@@ -44,11 +44,11 @@ from engine.sinks.journal import Journal
 from engine.sinks.redeliver import redeliver
 from engine.state import EngineState, StateStore
 from engine.stats import consensus_settings
+from engine.status import EngineStatus
 
 log = logging.getLogger("engine")
 
 HEARTBEAT_SECONDS = 5.0
-HEALTH_STALE_SECONDS = 60.0
 STATE_SAVE_SECONDS = 30.0
 
 
@@ -78,22 +78,9 @@ class Engine:
         self.replay_plan: ReplayPlan | None = None
         self.replay_market: ReplayMarket | None = None
         if source is None:
-            if st.market.source == "replay":
-                self.replay_market = ReplayMarket(
-                    resolve_path(st.market.data_dir), st.market.exchange, self.clock
-                )
-                source = self.replay_market
-            else:
-                source = ExchangeMarket(
-                    st.market.exchange,
-                    st.market.type,
-                    self.clock,
-                    self.metrics,
-                    api_url=st.market.api_url,
-                    rate_budget=st.market.rate_budget,
-                    timeout_s=st.market.timeout_seconds,
-                    max_retries=st.market.max_retries,
-                )
+            source = market_source(st, self.clock, self.metrics)
+            if isinstance(source, ReplayMarket):
+                self.replay_market = source
         self.gateway = MarketGateway(source, self.clock, self.metrics)
         self.cooldowns = Cooldowns()
         self.runner = SafeRunner(self.metrics, quarantine_after=st.engine.quarantine_after)
@@ -143,7 +130,7 @@ class Engine:
             HealthServer(
                 st.server.host,
                 st.server.port,
-                self,
+                EngineStatus(self),
                 self.metrics,
                 admin_token=admin_token(st),
                 on_reload=self.reload,
@@ -155,52 +142,14 @@ class Engine:
         self.markets_loaded = False
         self.stopping = False
         self.replay_done = False
-        self._heartbeat = time.monotonic()
+        self.heartbeat = time.monotonic()  # the last beat (monotonic s): /health reads it
         self._stop_requests = 0
         self._saved_changes = -1
         self._saved_at = 0.0
         self._stop_event = asyncio.Event()
-        self._scheduler_task: asyncio.Task[None] | None = None
+        self.scheduler_task: asyncio.Task[None] | None = None  # /health: crashed or not
         self._tick_lock = asyncio.Lock()
         self.last_reload: dict[str, Any] | None = None
-
-    # -- status (StatusProbe for the HTTP server) ---------------------------------------------
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """StatusProbe liveness: false once the heartbeat is stale or the scheduler task crashed."""
-        age = time.monotonic() - self._heartbeat
-        task = self._scheduler_task
-        crashed = task is not None and task.done() and not task.cancelled() and task.exception() is not None
-        ok = age < HEALTH_STALE_SECONDS and not crashed
-        return ok, {"heartbeat_age_seconds": round(age, 3), "scheduler_crashed": crashed}
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """StatusProbe readiness, with every reason (stopping, markets, state dir, breaker, ban) it is not."""
-        reasons: list[str] = []
-        if self.stopping:
-            reasons.append("shutting down")
-        if not self.markets_loaded:
-            reasons.append("markets not loaded")
-        if not self.store.writable():
-            reasons.append("state directory not writable")
-        market = self.gateway.status()
-        if market.get("breaker") == "open":
-            reasons.append("circuit breaker open for every exchange")
-        if market.get("pause_reason") == "banned":
-            reasons.append(f"exchange banned this IP; paused for {market.get('pause_remaining_s')} s")
-        details: dict[str, Any] = {
-            "ready": not reasons,
-            "reasons": reasons,
-            "market": market,
-            "ticks": self.scheduler.ticks,
-            "last_tick": self.scheduler.last_tick,
-            "quarantined": sorted(i.name for i in self.instances if i.quarantined),
-            "skipped": self.skipped,
-            "instances": len(self.instances),
-            "replay_done": self.replay_done,
-            "last_reload": self.last_reload,
-        }
-        return not reasons, details
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -268,7 +217,7 @@ class Engine:
             try:
                 await self._startup()
                 if not self.stopping:
-                    self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+                    self.scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
                     watch = None
                     if self.replay_market is None and self.config.settings.outcomes.ticker_seconds > 0:
                         watch = asyncio.create_task(self._watch_prices(), name="price-watch")
@@ -380,20 +329,20 @@ class Engine:
     async def _beat(self) -> None:
         real = RealClock()
         while True:
-            self._heartbeat = time.monotonic()
+            self.heartbeat = time.monotonic()
             await real.sleep(HEARTBEAT_SECONDS)
 
     async def _shutdown(self) -> None:
         self.stopping = True
         self.scheduler.stop()
         grace = self.config.settings.engine.shutdown_grace_seconds
-        if self._scheduler_task is not None:
-            done, _ = await asyncio.wait({self._scheduler_task}, timeout=grace)
+        if self.scheduler_task is not None:
+            done, _ = await asyncio.wait({self.scheduler_task}, timeout=grace)
             if not done:
                 log.warning("tick still running after %.0fs grace; cancelling it", grace)
-                self._scheduler_task.cancel()
+                self.scheduler_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._scheduler_task
+                    await self.scheduler_task
         await self.dispatcher.close(grace=grace)
         self._save_state()
         self.journal.close()

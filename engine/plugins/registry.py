@@ -2,7 +2,9 @@
 
 Built-in strategies register exactly as a third-party package would, so there is one path for
 both. Import failures are collected, not raised: `engine check` reports them and `engine run`
-skips that plugin with an error log while the others run.
+skips that plugin with an error log while the others run. Two packages registering one name are
+such a failure too, for that name: neither is loaded, since which would win is an accident of
+installation order.
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ class Registry:
         self._loaded: dict[str, type[AnyStrategy]] = {}
         self._errors: dict[str, str] = {}
         for ep in entry_points_ or []:
-            self._eps[ep.name] = ep
             dist = ep.dist.name if ep.dist is not None else "?"
             source = "built-in" if dist == OWN_DISTRIBUTION else f"package {dist}"
-            self._infos[ep.name] = PluginInfo(ep.name, ep.value, source)
+            info, known = PluginInfo(ep.name, ep.value, source), self._infos.get(ep.name)
+            if known is not None and known != info:
+                # which one Python lists last is an accident of installation: use neither
+                self._errors[ep.name] = (
+                    f"plugin {ep.name!r} is registered twice: {known.target} ({known.source}) and "
+                    f"{ep.value} ({source}); uninstall one of them or rename its entry point"
+                )
+                continue
+            self._eps[ep.name] = ep
+            self._infos[ep.name] = info
         for name, cls in (classes or {}).items():
             self._loaded[name] = cls
             self._infos[name] = PluginInfo(name, f"{cls.__module__}:{cls.__qualname__}", "in-process")

@@ -32,3 +32,17 @@ def test_import_failure_and_non_strategy_are_errors_not_crashes() -> None:
         reg.load("notastrategy")
     with pytest.raises(PluginLoadError, match="no plugin named 'nope'"):
         reg.load("nope")
+
+
+def test_two_packages_registering_one_name_load_neither_and_say_so() -> None:
+    reg = Registry(
+        [
+            EntryPoint("psar", "strategies.psar:PsarStrategy", "engine.strategies"),
+            EntryPoint("psar", "someone_elses.psar:Psar", "engine.strategies"),
+            EntryPoint("most", "strategies.most:MostStrategy", "engine.strategies"),
+            EntryPoint("most", "strategies.most:MostStrategy", "engine.strategies"),  # listed twice
+        ]
+    )
+    with pytest.raises(PluginLoadError, match=r"'psar' is registered twice: strategies.psar.*someone_elses"):
+        reg.load("psar")
+    assert reg.load("most").name == "most"  # the same entry point twice is no clash

@@ -247,7 +247,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     """`engine download`: closed candles to replay CSVs, resuming after the last row already on disk."""
     from engine.clock import RealClock
     from engine.download import download_symbol
-    from engine.market.exchange import ExchangeMarket
+    from engine.market.build import exchange_market
     from engine.metrics import Metrics
     from engine.timeframes import timeframe_seconds
 
@@ -274,16 +274,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         progress_bar(min(done, total), max(total, 1), f"{symbol} {done:,} candles")
 
     async def main() -> int:
-        market = ExchangeMarket(
-            m.exchange,
-            m.type,
-            clock,
-            metrics,
-            api_url=m.api_url,
-            rate_budget=m.rate_budget,
-            timeout_s=m.timeout_seconds,
-            max_retries=m.max_retries,
-        )
+        market = exchange_market(config.settings, clock, metrics)
         try:
             known = await market.load_markets()
             unknown = [s for s in symbols if s not in known]

@@ -16,9 +16,14 @@ from engine.metrics import Metrics
 
 def market_source(st: EngineSettings, clock: Clock, metrics: Metrics) -> MarketData:
     """The source `st.market` describes, on `clock`."""
+    if st.market.source == "replay":
+        return ReplayMarket(resolve_path(st.market.data_dir), st.market.exchange, clock)
+    return exchange_market(st, clock, metrics)
+
+
+def exchange_market(st: EngineSettings, clock: Clock, metrics: Metrics) -> ExchangeMarket:
+    """The exchange `st.market` names, whatever its `source` (`engine download` always wants it)."""
     m = st.market
-    if m.source == "replay":
-        return ReplayMarket(resolve_path(m.data_dir), m.exchange, clock)
     return ExchangeMarket(
         m.exchange,
         m.type,

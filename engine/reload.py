@@ -113,6 +113,7 @@ def apply_reload(engine: Engine) -> dict[str, Any]:
     new, problems = load_config(engine.config.directory)
     instances: list[PluginInstance] = []
     if new is not None:
+        engine.registry = engine.registry.refreshed()  # plugin packages installed since start
         instances, inst_problems = build_instances(new, engine.registry)
         problems = problems + inst_problems + check_sinks(new.settings)
     if new is None or problems:

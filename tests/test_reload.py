@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,3 +103,51 @@ def test_sighup_applies_changes_and_rejects_invalid_config(tmp_path: Path) -> No
     first_psar = next(r for r in journal(state) if r.get("strategy") == "psar")
     key = f"psar|{first_psar['symbol']}|5m|{first_psar['direction']}"
     assert key in saved["cooldowns"]
+
+
+def install_by_hand(site: Path) -> None:
+    """The example plugin as pip would leave it in site-packages: its package and a dist-info
+    with the entry point (no build step, so the test needs no network)."""
+    src = ROOT / "examples" / "engine-plugin-example" / "src" / "engine_donchian"
+    shutil.copytree(src, site / "engine_donchian", ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / "engine_plugin_donchian-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: engine-plugin-donchian\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[engine.strategies]\ndonchian = engine_donchian.strategy:DonchianStrategy\n"
+    )
+
+
+def test_a_plugin_package_installed_while_running_is_picked_up_by_a_reload(tmp_path: Path) -> None:
+    port = free_port()
+    cfg, state, site = tmp_path / "config", tmp_path / "state", tmp_path / "site"
+    write(cfg, port)
+    site.mkdir()  # on the path from the start, empty until the package is "installed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", "--config", str(cfg), "--state", str(state)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/ready")[0] == 200, 30, "ready")
+        breakout = f'plugin = "donchian"\nsymbols = {SYMS}\ncooldown = 1800\n[risk]\nmin_rr = 1.5\n'
+        (cfg / "strategies" / "breakout.toml").write_text(breakout)
+        proc.send_signal(signal.SIGHUP)
+        before = wait_for(lambda: (r := ready(port)["last_reload"]) and r, 20, "reload result")
+        assert before["ok"] is False and any("no plugin named 'donchian'" in e for e in before["errors"])
+
+        install_by_hand(site)
+        proc.send_signal(signal.SIGHUP)
+        after = wait_for(lambda: (r := ready(port)["last_reload"]) and r["ok"] and r, 20, "successful reload")
+        assert after["added"] == ["breakout"] and ready(port)["instances"] == 3
+        wait_for(
+            lambda: any(r.get("strategy") == "breakout" for r in journal(state)), 60, "a breakout signal"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]

@@ -9,6 +9,7 @@ installation order.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
@@ -36,6 +37,7 @@ class Registry:
         entry_points_: list[EntryPoint] | None = None,
         classes: dict[str, type[AnyStrategy]] | None = None,
     ) -> None:
+        self._group: str | None = None  # set by discover(): where refreshed() looks again
         self._eps: dict[str, EntryPoint] = {}
         self._infos: dict[str, PluginInfo] = {}
         self._loaded: dict[str, type[AnyStrategy]] = {}
@@ -60,7 +62,22 @@ class Registry:
     @classmethod
     def discover(cls, group: str = GROUP) -> Registry:
         """Every plugin installed under `group`; built-ins register exactly like third-party ones."""
-        return cls(list(entry_points(group=group)))
+        registry = cls(list(entry_points(group=group)))
+        registry._group = group
+        return registry
+
+    def refreshed(self) -> Registry:
+        """This registry with the entry points installed since (a reload calls it, so a newly
+        installed plugin package needs no restart). Plugins already imported keep their
+        classes: upgrading an installed package still needs a restart. A plugin that failed to
+        import is tried again. A registry not made by `discover` is returned as it is."""
+        if self._group is None:
+            return self
+        importlib.invalidate_caches()  # the import system caches directory listings
+        fresh = Registry.discover(self._group)
+        for name, cls in self._loaded.items():
+            fresh._loaded.setdefault(name, cls)
+        return fresh
 
     def names(self) -> list[str]:
         """Every known plugin name, sorted, whether or not it imports."""

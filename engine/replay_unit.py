@@ -29,7 +29,7 @@ from engine.metrics import Metrics
 from engine.plugins.base import Window
 from engine.plugins.instance import PluginInstance
 from engine.plugins.runner import SafeRunner
-from engine.replay_records import SEPARATOR
+from engine.replay_records import SEPARATOR, write_spool
 from engine.signals.builder import Origin, SignalBuilder
 from engine.signals.consensus import ConsensusAggregator
 from engine.signals.cooldown import Cooldowns
@@ -312,8 +312,7 @@ def tabulate(
         lines = _record_lines(signals, ends, heads)  # head, tail, head, tail, ...
         sizes = np.fromiter(map(len, lines), np.int32, 2 * n)
         res.sizes = sizes[0::2] + sizes[1::2]
-        with res.records.open("wb", buffering=1 << 20) as fh:
-            fh.writelines(lines)
+        write_spool(res.records, lines)
     return res
 
 

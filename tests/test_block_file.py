@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.block_file import ALIGN, BlockWriter
-from engine.replay_records import SEPARATOR, Document, _fill, write_document
+from engine.replay_records import SEPARATOR, Document, _fill, write_document, write_spool
 
 SHM = Path("/dev/shm")  # tmpfs: refuses O_DIRECT, so the buffered path is taken
 
@@ -81,4 +81,22 @@ def test_a_write_that_fails_while_the_next_chunk_is_filled_is_reported(tmp_path:
     doc = Document.plan(b"[", b"]", [spool], np.zeros(len(rows), np.int16), sizes)
     with pytest.raises(OSError) as err:
         _fill(Path("/dev/full"), doc, ALIGN, range(-(-doc.size // ALIGN)))
+    assert err.value.errno == errno.ENOSPC
+
+
+@settings(max_examples=20, deadline=None)
+@given(pieces=st.lists(st.binary(max_size=50), max_size=3000))
+@example(pieces=[b"ab", b"", b"cde"] * 1000)  # several writev batches
+def test_a_spool_is_its_pieces_in_order(pieces: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "unit.jsonl"
+        write_spool(path, pieces)  # more pieces than one writev takes, empty ones among them
+        assert path.read_bytes() == b"".join(pieces)
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_spool_that_cannot_be_written_is_an_error() -> None:
+    with pytest.raises(OSError) as err:
+        write_spool(Path("/dev/full"), [b"x" * 100] * 10)
     assert err.value.errno == errno.ENOSPC

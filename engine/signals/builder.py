@@ -7,7 +7,6 @@ proposing unusable levels.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -148,7 +147,7 @@ class SignalBuilder:
                 key = cooldown_key(
                     origin.strategy, origin.symbol, origin.timeframe, "LONG" if s > 0 else "SHORT", sub
                 )
-                chosen.extend(self._gate_key(key, (close_ms[rows] / 1000.0).tolist(), rows, origin.cooldown))
+                chosen.extend(self._gate_key(key, close_ms[rows] / 1000.0, rows, origin.cooldown))
         if len(ok) > len(chosen):
             self._add(self.metrics.signals_rejected, origin.strategy, "cooldown", len(ok) - len(chosen))
         chosen.sort()
@@ -164,25 +163,31 @@ class SignalBuilder:
             return signals
         return self._emit_rows(origin, close_ms, batch, chosen, records)
 
-    def _gate_key(self, key: str, at: list[float], rows: list[int], cooldown: float) -> list[int]:
-        """The rows of one cooldown key (times `at`, ascending) that a one-by-one `build` emits."""
+    def _gate_key(self, key: str, at: FloatArray, rows: list[int], cooldown: float) -> list[int]:
+        """The rows of one cooldown key (times `at`, ascending) that a one-by-one `build` emits.
+
+        An emitted row's cooldown ends at its time + `cooldown` (the end only ever extends), so
+        after row j the next emitted row is the first at or past that end: one binary search
+        per row, all at once, then a walk along the chain from the first row past any cooldown
+        already running."""
         until = self.cooldowns.until(key)
         if cooldown <= 0:  # nothing new starts; only a cooldown already running blocks
-            return rows if until is None else [r for r, a in zip(rows, at, strict=True) if a >= until]
+            return (
+                rows if until is None else [r for r, a in zip(rows, at.tolist(), strict=True) if a >= until]
+            )
+        n = len(rows)
+        j = 0 if until is None else int(np.searchsorted(at, until, side="left"))
+        if j >= n:
+            return []
+        # the next row is at least the following one, even for a cooldown too small to move a float
+        after: list[int] = np.maximum(
+            np.searchsorted(at, at + cooldown, side="left"), np.arange(1, n + 1)
+        ).tolist()
         out: list[int] = []
-        j, n, last = 0, len(at), 0.0
         while j < n:
-            if until is not None and until > at[j]:
-                j = bisect.bisect_left(at, until, j)
-                if j >= n:
-                    break
-            # Cooldowns.start: the end only ever extends
-            until = at[j] + cooldown if until is None else max(until, at[j] + cooldown)
             out.append(rows[j])
-            last = at[j]
-            j += 1
-        if out:
-            self.cooldowns.start(key, last, cooldown)
+            last, j = j, after[j]
+        self.cooldowns.start(key, float(at[last]), cooldown)
         return out
 
     def _emit_rows(

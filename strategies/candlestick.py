@@ -157,15 +157,20 @@ class CandlestickStrategy(Strategy[CandlestickParams]):
         sign = np.where(IS_LONG[code], 1, -1).astype(np.int8)
         levels = self.arrays.structure(sign, entry, stop)
         period = p.sma_period
+        # plain lists once: a replay describes thousands of rows, and reading arrays one
+        # element at a time is slow
+        code_l, sma_l, stop_l = code.tolist(), sma.tolist(), stop.tolist()
+        words = [
+            (name, f"{name} candle", "above" if d is Direction.LONG else "below") for name, d in PATTERNS
+        ]
 
         def describe(row: int) -> Detail:
-            name, direction = PATTERNS[int(code[row])]
-            m, s = float(sma[row]), float(stop[row])
-            side = "above" if direction is Direction.LONG else "below"
-            return (f"{name} candle", f"close {side} SMA({period}) {m:.8g}"), {
+            name, candle, side = words[code_l[row]]
+            m = sma_l[row]
+            return (candle, f"close {side} SMA({period}) {m:.8g}"), {
                 "pattern": name,
                 "sma": m,
-                "stop_basis": s,
+                "stop_basis": stop_l[row],
             }
 
         return self.batch(i, sign, entry, levels, describe=describe)

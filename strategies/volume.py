@@ -372,15 +372,21 @@ class VolumeStrategy(Strategy[VolumeParams]):
         poc_l, vah_l, val_l, h_l = pr.poc.tolist(), pr.vah.tolist(), pr.val.tolist(), h.tolist()
         nl_l, ns_l = nl.tolist(), ns.tolist()
 
+        held: dict[tuple[bool, int], tuple[list[str], list[str]]] = {}  # (side, mask) → templates, names
+
+        def factors_of(is_long: bool, mask: int) -> tuple[list[str], list[str]]:
+            factors = self._long_factors if is_long else self._short_factors
+            on = [f for k, f in enumerate(factors) if mask >> k & 1]
+            return [t for _, _, t in on], [n for n, _, _ in on]
+
         def describe(row: int) -> Detail:
             is_long = is_long_l[row]
-            mask = held_ll[row] if is_long else held_sl[row]
-            factors = self._long_factors if is_long else self._short_factors
-            held = [k for k in range(len(factors)) if mask >> k & 1]
+            key = (is_long, held_ll[row] if is_long else held_sl[row])
+            templates, names = held.get(key) or held.setdefault(key, factors_of(*key))
             facts = Facts(rsi_l[row], ratio_l[row], poc_l[row], vah_l[row], val_l[row], h_l[row])
             name = PATTERNS[pattern_l[row]]
-            return tuple(factors[k][2].format(facts, name) for k in held), {
-                "factors": [factors[k][0] for k in held],
+            return tuple([t.format(facts, name) for t in templates]), {
+                "factors": list(names),
                 "long_votes": nl_l[row],
                 "short_votes": ns_l[row],
                 "rsi": facts.rsi,

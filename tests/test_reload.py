@@ -30,6 +30,18 @@ def write(cfg: Path, port: int) -> None:
     (cfg / "strategies" / "most.toml").write_text(f"symbols = {SYMS}\n")
 
 
+def start(cfg: Path, state: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`engine run` on this config and state directory, stderr captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", "--config", str(cfg), "--state", str(state)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def ready(port: int) -> dict:  # type: ignore[type-arg]
     return json.loads(get(f"http://127.0.0.1:{port}/ready")[1])
 
@@ -55,13 +67,7 @@ def test_sighup_applies_changes_and_rejects_invalid_config(tmp_path: Path) -> No
     port = free_port()
     cfg, state = tmp_path / "config", tmp_path / "state"
     write(cfg, port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", "--config", str(cfg), "--state", str(state)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(cfg, state)
     try:
         wait_for(lambda: get(f"http://127.0.0.1:{port}/ready")[0] == 200, 30, "ready")
         wait_for(lambda: any(r.get("strategy") == "psar" for r in journal(state)), 60, "a psar signal")
@@ -123,15 +129,7 @@ def test_a_plugin_package_installed_while_running_is_picked_up_by_a_reload(tmp_p
     cfg, state, site = tmp_path / "config", tmp_path / "state", tmp_path / "site"
     write(cfg, port)
     site.mkdir()  # on the path from the start, empty until the package is "installed"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", "--config", str(cfg), "--state", str(state)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(cfg, state, {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])})
     try:
         wait_for(lambda: get(f"http://127.0.0.1:{port}/ready")[0] == 200, 30, "ready")
         breakout = f'plugin = "donchian"\nsymbols = {SYMS}\ncooldown = 1800\n[risk]\nmin_rr = 1.5\n'

@@ -182,8 +182,7 @@ class ConsensusAggregator:
         oldest = now_ms - self._window_ms
         while q[0].bar_close_ms < oldest:  # never empties: sig itself stays
             q.popleft()
-        if self._memory and self._oldest_alert_ms < now_ms - self._memory_ms:
-            self._expire_memory(now_ms)
+        self._expire_memory(now_ms)
         # latest signal per distinct strategy
         if len(q) < st.min_strategies:
             return None
@@ -193,12 +192,8 @@ class ConsensusAggregator:
                 latest[s.strategy] = s
         if len(latest) < st.min_strategies:
             return None
-        if st.adaptive and self.hits is not None:
-            weight = self.weight
-            weights = {name: weight(name) for name in latest}
-        else:  # the base weights, looked up once per strategy
-            base = self._base
-            weights = {name: base[name] if name in base else self.weight(name) for name in latest}
+        weight = self.weight
+        weights = {name: weight(name) for name in latest}
         score = sum(weights.values())
         if score < st.threshold - RR_TOLERANCE:
             return None

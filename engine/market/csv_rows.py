@@ -31,8 +31,7 @@ def load_csv(path: Path, logger: logging.Logger) -> FloatArray:
     if fast is not None:
         return fast
     lines = path.read_text().splitlines()
-    header = tuple(col.strip().lower() for col in lines[0].split(",")) if lines else ()
-    if header[:6] != HEADER:
+    if not lines or not _is_header(lines[0]):
         raise DataUnavailable(f"{path}: expected header {','.join(HEADER)}, got {lines[:1]!r}")
     numbered = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
     body = [line for _, line in numbered]
@@ -56,8 +55,7 @@ def _load_clean(path: Path) -> FloatArray | None:
     long replay's start-up); None when anything is unusual, so `load_csv` can name the lines."""
     try:
         with path.open("rb") as fh:
-            header = tuple(col.strip().lower() for col in fh.readline().decode().split(","))
-            if header[:6] != HEADER:
+            if not _is_header(fh.readline().decode()):
                 return None
             body = fh.read()
             arr = _parse_plain(body)
@@ -67,9 +65,19 @@ def _load_clean(path: Path) -> FloatArray | None:
                 )
     except (ValueError, UnicodeDecodeError):
         return None
-    if arr.shape[0] == 0 or check_rows(arr, None).reasons:
+    kept = _all_kept(arr)
+    return None if kept is None else np.ascontiguousarray(kept)
+
+
+def _is_header(line: str) -> bool:
+    return tuple(col.strip().lower() for col in line.split(","))[:6] == HEADER
+
+
+def _all_kept(arr: FloatArray | None) -> FloatArray | None:
+    """`arr` if it has rows and `check_rows` would drop none of them, else None."""
+    if arr is None or arr.shape[0] == 0 or check_rows(arr, None).reasons:
         return None
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def _parse_plain(body: bytes) -> FloatArray | None:
@@ -125,18 +133,10 @@ def read_edges(path: Path, size: int = EDGE_BYTES) -> Edges | None:
         return None
     lines = first.split(b"\n")
     try:
-        header = tuple(col.strip().lower() for col in lines[0].decode().split(","))
+        if not _is_header(lines[0].decode()):
+            return None
     except UnicodeDecodeError:
         return None
-    if header[:6] != HEADER:
-        return None
-    head = _clean(b"\n".join(lines[1:-1]))  # the last piece may be cut mid-line
-    tail = _clean(last[last.find(b"\n") + 1 :])  # so may the first
+    head = _all_kept(_parse_plain(b"\n".join(lines[1:-1])))  # the last piece may be cut mid-line
+    tail = _all_kept(_parse_plain(last[last.find(b"\n") + 1 :]))  # so may the first
     return None if head is None or tail is None else Edges(head, tail)
-
-
-def _clean(body: bytes) -> FloatArray | None:
-    arr = _parse_plain(body)
-    if arr is None or arr.shape[0] == 0 or check_rows(arr, None).reasons:
-        return None
-    return arr

@@ -274,7 +274,7 @@ class SignalBuilder:
                 rationale,
                 NO_METADATA,
             )
-            rec["metadata"] = _ratio_meta(metadata, r1, r2)
+            rec["metadata"] = _ratio_meta(metadata, r1, r2)  # a copy already: not copied twice
             heads.append(dumps(rec, option=opts)[:-1])
         records.extend(heads)  # only once every row is described: a failing describe adds none
         return signals

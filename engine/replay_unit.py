@@ -242,15 +242,9 @@ def _settle_series(
     """`settle` for each (symbol, timeframe) series of the signals, in sorted series order."""
     n = len(signals)
     ends = Settled(np.full(n, -1, np.int8), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
-    if len(set(cols.symbol)) == 1:  # a unit is one market: its series differ by timeframe only
-        symbol = cols.symbol[0] if n else ""
-        series: Sequence[Any] = cols.timeframe
-        keys = [(symbol, tf) for tf in sorted(set(series))]
-        code = {tf: i for i, (_, tf) in enumerate(keys)}
-    else:
-        series = list(zip(cols.symbol, cols.timeframe, strict=True))
-        keys = sorted(set(series))
-        code = {k: i for i, k in enumerate(keys)}
+    series = list(zip(cols.symbol, cols.timeframe, strict=True))
+    keys = sorted(set(series))
+    code = {k: i for i, k in enumerate(keys)}
     if len(keys) == 1:
         key = keys[0]
         return settle_columns(tracker, signals, cols.id, cols.strategy, arrays, key[1], histories[key])
